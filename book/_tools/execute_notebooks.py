@@ -1,0 +1,48 @@
+"""Execute book notebooks in place, top to bottom, on the CPU (``make notebooks``).
+
+Each notebook runs in a fresh kernel with its own folder as working directory, the
+way nbval runs it in CI; the stored outputs are then exactly what nbval compares.
+Prints the wall time of each notebook and fails if one exceeds the 60 s budget
+(DESIGN §5) or raises.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+BUDGET_S = 60.0
+
+
+def execute(path: Path) -> float:
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    start = time.perf_counter()
+    client.execute()
+    elapsed = time.perf_counter() - start
+    nbformat.write(nb, path)
+    return elapsed
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("notebooks", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    slow = []
+    for path in args.notebooks:
+        elapsed = execute(path)
+        print(f"{path}: {elapsed:.1f} s")
+        if elapsed > BUDGET_S:
+            slow.append(path)
+    if slow:
+        print(f"over the {BUDGET_S:.0f} s budget: {', '.join(map(str, slow))}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

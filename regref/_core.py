@@ -1,0 +1,136 @@
+"""Private helpers shared by every family module: conversion, validation, ``Info``.
+
+Every public function in ``regref`` converts its inputs with :func:`as_float_tensor`
+and checks them with the ``check_*`` helpers below, so that bad input raises a
+``ValueError`` (or ``TypeError``) that names the argument instead of producing NaNs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["Info", "ConvergenceWarning"]
+
+
+@dataclass(frozen=True)
+class Info:
+    """What a solver reports with ``return_info=True``.
+
+    Attributes
+    ----------
+    n_iter : int
+        Iterations (or factorizations, for direct solvers) performed.
+    converged : bool
+        Whether the stopping rule was met.
+    certificate : float
+        The quantity that proves optimality for that problem (duality gap, KKT
+        residual, marginal error, ...); each solver's docstring says which.
+    """
+
+    n_iter: int
+    converged: bool
+    certificate: float
+
+
+class ConvergenceWarning(UserWarning):
+    """A solver stopped at ``max_iter`` before meeting its tolerance."""
+
+
+def as_float_tensor(x, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
+    """Convert ``x`` to a floating tensor, keeping its device and dtype.
+
+    Floating tensors pass through untouched. Integer, boolean and array-like input
+    becomes float64 (as numpy would), or takes the dtype and device of ``like``.
+    Complex input is rejected.
+    """
+    if isinstance(x, torch.Tensor):
+        t = x
+    else:
+        try:  # through numpy, so Python floats become float64, never float32
+            t = torch.as_tensor(np.asarray(x))
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"{name} must be a tensor or array-like of numbers, got "
+                            f"{type(x).__name__}") from err
+    if t.is_complex():
+        raise TypeError(f"{name} must be real, got dtype {t.dtype}")
+    if like is not None:
+        return t.to(dtype=like.dtype, device=like.device)
+    if not t.is_floating_point():
+        t = t.to(torch.float64)
+    return t
+
+
+def check_finite(t: torch.Tensor, name: str) -> torch.Tensor:
+    """Raise ``ValueError`` if ``t`` holds NaN or infinity."""
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return t
+
+
+def check_ndim(t: torch.Tensor, name: str, ndims: tuple[int, ...]) -> torch.Tensor:
+    """Raise ``ValueError`` unless ``t.ndim`` is one of ``ndims``."""
+    if t.ndim not in ndims:
+        want = " or ".join(f"{d}-D" for d in ndims)
+        raise ValueError(f"{name} must be {want}, got shape {tuple(t.shape)}")
+    return t
+
+
+def check_strength(value, name: str, like: torch.Tensor, *, positive: bool = False,
+                   ndims: tuple[int, ...] = (0,)) -> torch.Tensor:
+    """Validate a regularization strength (scalar or, with ``ndims=(1,)``, a list).
+
+    Returns a tensor on ``like``'s device and dtype. Raises ``ValueError`` if a value
+    is negative (or zero with ``positive=True``), NaN or infinite, or has the wrong
+    number of dimensions.
+    """
+    t = as_float_tensor(value, name, like=like)
+    check_ndim(t, name, ndims)
+    if t.ndim == 1 and t.numel() == 0:
+        raise ValueError(f"{name} must not be empty")
+    check_finite(t, name)
+    if positive and bool((t <= 0).any()):
+        raise ValueError(f"{name} must be > 0, got {_show(t)}")
+    if bool((t < 0).any()):
+        raise ValueError(f"{name} must be >= 0, got {_show(t)}")
+    return t
+
+
+def check_data(X, y, *, X_name: str = "X", y_name: str = "y"):
+    """Validate a design matrix ``X`` (n, p) and response ``y`` (n,) or (n, k).
+
+    ``y`` is converted to ``X``'s dtype and device. Returns ``(X, y)``.
+    """
+    X = as_float_tensor(X, X_name)
+    check_ndim(X, X_name, (2,))
+    if min(X.shape) == 0:
+        raise ValueError(f"{X_name} must be non-empty, got shape {tuple(X.shape)}")
+    check_finite(X, X_name)
+    y = as_float_tensor(y, y_name, like=X)
+    check_ndim(y, y_name, (1, 2))
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(f"{y_name} must have {X.shape[0]} rows (one per row of {X_name}), "
+                         f"got shape {tuple(y.shape)}")
+    check_finite(y, y_name)
+    return X, y
+
+
+def check_symmetric(A: torch.Tensor, name: str) -> torch.Tensor:
+    """Raise ``ValueError`` unless ``A`` is square (last two dims) and symmetric."""
+    if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
+        raise ValueError(f"{name} must be a square matrix, got shape {tuple(A.shape)}")
+    scale = A.abs().amax() if A.numel() else A.new_tensor(0.0)
+    tol = 100 * torch.finfo(A.dtype).eps * max(float(scale), 1.0)
+    if float((A - A.mT).abs().amax()) > tol:
+        raise ValueError(f"{name} must be symmetric")
+    return A
+
+
+def _show(t: torch.Tensor) -> str:
+    vals = t.flatten()[:5].tolist()
+    more = ", ..." if t.numel() > 5 else ""
+    return "[" + ", ".join(f"{v:g}" if math.isfinite(v) else str(v) for v in vals) + more + "]" \
+        if t.ndim else f"{t.item():g}"
