@@ -3,7 +3,8 @@
 Solutions use sphinx-exercise's gated form: a markdown cell opening with
 ``{solution-start}``, any number of cells, and a markdown cell with ``{solution-end}``.
 Everything from the start cell to the end cell is dropped; outputs of the remaining
-code cells are cleared so the student runs the notebook themselves. Exercises stay. The output keeps the book's folder layout.
+code cells are cleared so the student runs the notebook themselves. Exercises stay.
+The output keeps the book's folder layout.
 """
 
 import argparse
