@@ -79,6 +79,14 @@ def check_ndim(t: torch.Tensor, name: str, ndims: tuple[int, ...]) -> torch.Tens
     return t
 
 
+def check_matrix(X, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
+    """Convert and validate a non-empty, finite 2-D matrix."""
+    X = check_ndim(as_float_tensor(X, name, like=like), name, (2,))
+    if min(X.shape) == 0:
+        raise ValueError(f"{name} must be non-empty, got shape {tuple(X.shape)}")
+    return check_finite(X, name)
+
+
 def check_strength(value, name: str, like: torch.Tensor, *, positive: bool = False,
                    ndims: tuple[int, ...] = (0,)) -> torch.Tensor:
     """Validate a regularization strength (scalar or, with ``ndims=(1,)``, a list).
@@ -104,11 +112,7 @@ def check_data(X, y, *, X_name: str = "X", y_name: str = "y"):
 
     ``y`` is converted to ``X``'s dtype and device. Returns ``(X, y)``.
     """
-    X = as_float_tensor(X, X_name)
-    check_ndim(X, X_name, (2,))
-    if min(X.shape) == 0:
-        raise ValueError(f"{X_name} must be non-empty, got shape {tuple(X.shape)}")
-    check_finite(X, X_name)
+    X = check_matrix(X, X_name)
     y = as_float_tensor(y, y_name, like=X)
     check_ndim(y, y_name, (1, 2))
     if y.shape[0] != X.shape[0]:

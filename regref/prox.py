@@ -27,16 +27,18 @@ __all__ = [
 
 
 def _strength(tau, name: str, x: torch.Tensor) -> torch.Tensor:
-    """A scalar or broadcastable tensor of non-negative strengths."""
+    """Non-negative strengths: a scalar or a tensor that broadcasts to ``x.shape``."""
     t = as_float_tensor(tau, name, like=x)
     check_finite(t, name)
     if bool((t < 0).any()):
         raise ValueError(f"{name} must be >= 0")
     try:
-        torch.broadcast_shapes(t.shape, x.shape)
-    except RuntimeError as err:
-        raise ValueError(f"{name} of shape {tuple(t.shape)} does not broadcast against "
-                         f"x of shape {tuple(x.shape)}") from err
+        fits = torch.broadcast_shapes(t.shape, x.shape) == x.shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{name} of shape {tuple(t.shape)} does not broadcast to shape "
+                         f"{tuple(x.shape)}")
     return t
 
 
@@ -55,7 +57,7 @@ def soft_threshold(x, tau) -> torch.Tensor:
     x : tensor
         Any shape.
     tau : float or tensor
-        Threshold(s) ``>= 0``, broadcastable against ``x``.
+        Threshold(s) ``>= 0``, broadcastable to the shape of ``x``.
     """
     x = _input(x)
     tau = _strength(tau, "tau", x)
@@ -82,7 +84,8 @@ def prox_l2(x, tau, dim: int = -1) -> torch.Tensor:
               = \max\Bigl(1 - \frac{\tau}{\|x\|_2}, 0\Bigr)\, x.
 
     Used for the group lasso: each slice along ``dim`` is one group.
-    ``tau`` is a scalar or broadcasts against ``x`` with ``dim`` reduced (kept as 1).
+    ``tau`` is a scalar or broadcasts to ``x``'s shape with ``dim`` reduced to 1
+    (one threshold per group).
     """
     x = _input(x)
     norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True)
@@ -100,8 +103,9 @@ def prox_elastic_net(x, l1, l2) -> torch.Tensor:
     because the quadratic is isotropic and separable.)
     """
     x = _input(x)
+    l1 = _strength(l1, "l1", x)
     l2 = _strength(l2, "l2", x)
-    return soft_threshold(x, l1) / (1 + l2)
+    return torch.sign(x) * torch.clamp(x.abs() - l1, min=0) / (1 + l2)
 
 
 def project_l1_ball(x, radius=1.0) -> torch.Tensor:
@@ -123,7 +127,9 @@ def project_l1_ball(x, radius=1.0) -> torch.Tensor:
     x = _input(x)
     if x.ndim == 0:
         raise ValueError("x must have at least one dimension (the vector to project)")
-    r = _strength(radius, "radius", x[..., 0])
+    r = _strength(radius, "radius", x.new_empty(x.shape[:-1]))
+    if x.shape[-1] == 0:
+        return x.clone()
     r = r.expand(x.shape[:-1]).unsqueeze(-1)
     u = x.abs()
     s = torch.sort(u, dim=-1, descending=True).values

@@ -14,6 +14,7 @@ Derivations: chapter 02.
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 
@@ -22,6 +23,7 @@ from ._core import (
     as_float_tensor,
     check_data,
     check_finite,
+    check_matrix,
     check_ndim,
     check_strength,
     check_symmetric,
@@ -118,7 +120,9 @@ def ridge(X, y, lam, *, return_info: bool = False):
     the primal :math:`p \times p` one when :math:`n \ge p`, the dual
     :math:`n \times n` one when :math:`n < p` (cost :math:`O(np\min(n,p))`). At
     :math:`\lambda = 0` it falls back to :func:`ridge_path` (minimum-norm least squares).
-    Matches scikit-learn ``Ridge(alpha=lam, fit_intercept=False)``.
+    Matches scikit-learn ``Ridge(alpha=lam, fit_intercept=False)``. The normal equations
+    square the condition number: for :math:`\lambda \ll s_{\max}^2 \epsilon^{1/2}` on an
+    ill-conditioned ``X`` prefer :func:`ridge_path`, which works on the SVD.
 
     Parameters
     ----------
@@ -160,13 +164,16 @@ def _first(result):
 
 
 def ridge_df(X, lams) -> torch.Tensor:
-    r"""Effective degrees of freedom :math:`\operatorname{tr} H_\lambda = \sum_j s_j^2/(s_j^2+\lambda)`.
+    r"""Effective degrees of freedom of ridge, one per strength.
+
+    .. math:: \operatorname{df}(\lambda) = \operatorname{tr} H_\lambda
+              = \sum_j \frac{s_j^2}{s_j^2 + \lambda}.
 
     :math:`H_\lambda = X(X^\top X + \lambda I)^{-1}X^\top` is the hat matrix; the
     trace falls from :math:`\operatorname{rank} X` at :math:`\lambda = 0` to 0 as
     :math:`\lambda \to \infty`. Returns shape (L,).
     """
-    X = check_finite(check_ndim(as_float_tensor(X, "X"), "X", (2,)), "X")
+    X = check_matrix(X, "X")
     lams = _lams(lams, X)
     _, s, _, keep = _svd(X)
     return _filters(s, keep, lams, "hat").sum(-1)
@@ -243,7 +250,8 @@ def kernel_ridge(K, y, lam) -> torch.Tensor:
     Parameters
     ----------
     K : tensor of shape (n, n)
-        Symmetric positive semidefinite kernel matrix.
+        Symmetric positive semidefinite kernel matrix. Symmetry is checked, and that
+        :math:`K + \lambda I` is positive definite (``ValueError`` otherwise).
     y : tensor of shape (n,) or (n, k)
     lam : float or tensor of shape (L,)
         Strength(s) ``> 0``. A scalar uses one Cholesky factorization; a 1-D tensor
@@ -258,12 +266,18 @@ def kernel_ridge(K, y, lam) -> torch.Tensor:
     check_symmetric(K, "K")
     lam_t = check_strength(lam, "lam", K, positive=True, ndims=(0, 1))
     Y = y.reshape(y.shape[0], -1)
+    not_psd = ValueError("K must be positive semidefinite (K + lam I is not positive definite)")
     if lam_t.ndim == 0:
         eye = torch.eye(K.shape[0], dtype=K.dtype, device=K.device)
-        alpha = torch.cholesky_solve(Y, torch.linalg.cholesky(K + lam_t * eye))
-        return alpha.reshape(y.shape)
+        L, status = torch.linalg.cholesky_ex(K + lam_t * eye)
+        if int(status) != 0:
+            raise not_psd
+        return torch.cholesky_solve(Y, L).reshape(y.shape)
     e, Q = torch.linalg.eigh(K)
-    alpha = Q @ ((Q.mT @ Y) / (e + lam_t[:, None])[:, :, None])
+    shifted = e + lam_t[:, None]  # (L, n) eigenvalues of K + lam I
+    if bool((shifted <= 0).any()):
+        raise not_psd
+    alpha = Q @ ((Q.mT @ Y) / shifted[:, :, None])
     return alpha.reshape((len(lam_t),) + tuple(y.shape))
 
 
@@ -273,9 +287,8 @@ def rbf_kernel(X, Z=None, gamma=None) -> torch.Tensor:
     ``Z`` defaults to ``X`` and ``gamma`` to :math:`1/p`, as in scikit-learn's
     ``rbf_kernel``. Returns shape (n, m).
     """
-    X = check_finite(check_ndim(as_float_tensor(X, "X"), "X", (2,)), "X")
-    Z = X if Z is None else check_finite(check_ndim(as_float_tensor(Z, "Z", like=X), "Z",
-                                                    (2,)), "Z")
+    X = check_matrix(X, "X")
+    Z = X if Z is None else check_matrix(Z, "Z", like=X)
     if Z.shape[1] != X.shape[1]:
         raise ValueError(f"Z must have {X.shape[1]} columns like X, got {Z.shape[1]}")
     g = 1.0 / X.shape[1] if gamma is None else gamma
@@ -294,10 +307,15 @@ def rff_weights(n_inputs: int, n_features: int, gamma: float, *,
     and (n_features,), for :func:`random_features`.
     """
     for name, v in (("n_inputs", n_inputs), ("n_features", n_features)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        try:
+            count = operator.index(v)  # Python and numpy integers, not floats or bools
+        except TypeError:
+            count = 0
+        if isinstance(v, bool) or count < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    if not (isinstance(gamma, int | float) and math.isfinite(gamma) and gamma > 0):
-        raise ValueError(f"gamma must be a finite number > 0, got {gamma!r}")
+    gamma = float(check_strength(gamma, "gamma", torch.empty((), dtype=torch.float64),
+                                 positive=True))
+    n_inputs, n_features = operator.index(n_inputs), operator.index(n_features)
     W = torch.randn(n_inputs, n_features, generator=generator, dtype=dtype, device=device)
     b = torch.rand(n_features, generator=generator, dtype=dtype, device=device)
     return math.sqrt(2 * gamma) * W, 2 * math.pi * b
@@ -315,8 +333,8 @@ def random_features(X, W, b) -> torch.Tensor:
     -------
     tensor of shape (n, D)
     """
-    X = check_finite(check_ndim(as_float_tensor(X, "X"), "X", (2,)), "X")
-    W = check_finite(check_ndim(as_float_tensor(W, "W", like=X), "W", (2,)), "W")
+    X = check_matrix(X, "X")
+    W = check_matrix(W, "W", like=X)
     b = check_finite(check_ndim(as_float_tensor(b, "b", like=X), "b", (1,)), "b")
     if W.shape[0] != X.shape[1] or b.shape[0] != W.shape[1]:
         raise ValueError(f"W must have shape ({X.shape[1]}, D) and b shape (D,), got "
