@@ -436,7 +436,7 @@ def test_project_l1_ball_empty_vector():
         assert P.shape == (3, 0)
 
 
-# --- known bugs (strict xfails; see the report) ----------------------------------------
+# --- regressions: bugs found by these tests and fixed -------------------------------
 
 
 @pytest.mark.parametrize("radius", [-1.0, float("nan"), torch.ones(2)])
