@@ -403,7 +403,7 @@ def test_bad_types_raise_type_error(value):
         prox.soft_threshold(torch.ones(3), value)
 
 
-# --- regressions: bugs found at commit 1b073d5, fixed since ------------------------------
+# --- regressions: validation bugs these tests found, fixed since ---------------------------
 
 
 @pytest.mark.parametrize("l1", [-1.0, float("nan"), torch.ones(2)])
@@ -435,8 +435,6 @@ def test_project_l1_ball_empty_vector():
     else:
         assert P.shape == (3, 0)
 
-
-# --- regressions: bugs found by these tests and fixed -------------------------------
 
 
 @pytest.mark.parametrize("radius", [-1.0, float("nan"), torch.ones(2)])

@@ -422,7 +422,7 @@ def test_no_warnings_on_clean_input(rng):
         ridge.ridge_loo(X, y, [0.0, 1.0])
 
 
-# --- regressions: bugs found at commit 1b073d5, fixed since ------------------------------
+# --- regressions: validation bugs these tests found, fixed since ---------------------------
 
 NOT_PSD = -torch.eye(4, dtype=torch.float64)  # symmetric, negative definite
 
