@@ -436,7 +436,6 @@ def test_project_l1_ball_empty_vector():
         assert P.shape == (3, 0)
 
 
-
 @pytest.mark.parametrize("radius", [-1.0, float("nan"), torch.ones(2)])
 def test_project_l1_ball_empty_vector_still_validates_radius(radius):
     with pytest.raises(ValueError, match="radius"):
