@@ -8,7 +8,6 @@ NOTEBOOKS := $(shell find book -name '*.ipynb' -not -path '*/.ipynb_checkpoints/
 
 # Kernels started by nbval and `make notebooks` must resolve to the venv's python.
 export PATH := $(BIN):$(PATH)
-export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
 .PHONY: env test lint unit nbval book book-check notebooks student bench clean

@@ -32,10 +32,8 @@ def _strength(tau, name: str, x: torch.Tensor) -> torch.Tensor:
     check_finite(t, name)
     if bool((t < 0).any()):
         raise ValueError(f"{name} must be >= 0")
-    try:
-        fits = torch.broadcast_shapes(t.shape, x.shape) == x.shape
-    except RuntimeError:
-        fits = False
+    tail = x.shape[x.ndim - t.ndim:] if t.ndim <= x.ndim else None
+    fits = tail is not None and all(a in (1, b) for a, b in zip(t.shape, tail, strict=True))
     if not fits:
         raise ValueError(f"{name} of shape {tuple(t.shape)} does not broadcast to shape "
                          f"{tuple(x.shape)}")

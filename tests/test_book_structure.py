@@ -182,6 +182,7 @@ class TestChapterContract:
 
 def _regref_names(text: str) -> set[str]:
     """Dotted regref names a notebook refers to (attribute access and imports)."""
+    text = re.sub(r"[\w./-]*\.(?:py|mplstyle|bib|ipynb)\b", "", text)  # file paths, not names
     names = {"regref" + n for n in re.findall(r"\bregref((?:\.[A-Za-z_]\w*)+)", text)}
     for mod, imported in re.findall(r"from[ \t]+regref(\.\w+)?[ \t]+import[ \t]+"
                                     r"(\([^)]*\)|[^\n#]+)", text):
@@ -236,3 +237,4 @@ def test_structure_checks_can_fail():
     assert not _resolves("regref.ridge.no_such_function")
     assert _resolves("regref.ridge.ridge_path")
     assert "regref.ridge.nope" in _regref_names("from regref import ridge\nridge.nope(1)")
+    assert not _regref_names('plt.style.use("../regref.mplstyle")\n/regref/prox.py')
