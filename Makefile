@@ -9,6 +9,9 @@ NOTEBOOKS := $(shell find book -name '*.ipynb' -not -path '*/.ipynb_checkpoints/
 # Kernels started by nbval and `make notebooks` must resolve to the venv's python.
 export PATH := $(BIN):$(PATH)
 export PYTHONHASHSEED := 0
+# Stored notebook outputs must not depend on the machine: fixed thread count and MKL's
+# conditional numerical reproducibility (same results on any x86 CPU).
+NB_ENV := OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 MKL_CBWR=COMPATIBLE
 
 .PHONY: env test lint unit nbval book book-check notebooks student bench clean
 
@@ -33,7 +36,7 @@ unit: env
 	$(PYTEST) -q tests || test $$? -eq 5
 
 nbval: env
-	$(PYTEST) -q --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+	$(NB_ENV) $(PYTEST) -q --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
 	    $(NOTEBOOKS) || test $$? -eq 5
 
 # The full build, warnings as errors, no incremental state (DESIGN §6).
@@ -46,7 +49,7 @@ book: env
 
 # Re-execute every book notebook in place, top to bottom, to refresh stored outputs.
 notebooks: env
-	$(BIN)/python book/_tools/execute_notebooks.py $(NOTEBOOKS)
+	$(NB_ENV) $(BIN)/python book/_tools/execute_notebooks.py $(NOTEBOOKS)
 
 # Student versions (solutions removed) into _build/student/.
 student: env
