@@ -1,0 +1,239 @@
+"""A small benchmark runner: regref and its peers on the same problem, in one process.
+
+A :class:`Case` holds one problem instance: ``setup()`` builds the data (untimed), then the
+``regref`` callable and every peer callable solve it with the same stopping rule (exact
+solves for direct methods). Each callable gets one warm-up run, whose answer is used for the
+correctness check, then ``repeats`` timed runs in a row; the reported time is the median.
+Callables are timed one block at a time, after a short pause, and never interleaved: after
+a call, OpenBLAS (numpy, scipy, scikit-learn) keeps its worker threads spinning for a while,
+and torch's threads running meanwhile would be slowed by up to 3x on a 2-core machine. ``ratio`` is
+``peer_time / regref_time``: above 1 means regref is faster.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+Solver = Callable[[Any], Any]
+
+
+class MismatchError(AssertionError):
+    """regref and a peer disagree by more than the case's tolerance."""
+
+
+@dataclass
+class Variant:
+    """An extra regref run timed alongside (e.g. on the GPU, or in float32).
+
+    ``prepare`` converts the case data (untimed), ``fn`` solves; the answer is checked
+    against the CPU regref answer to ``tol``.
+    """
+
+    name: str
+    prepare: Callable[[Any], Any]
+    fn: Solver
+    tol: float
+    device: str = "cpu"
+
+
+@dataclass
+class Case:
+    """One problem instance: data, the regref solver, and the peers that solve the same problem."""
+
+    name: str
+    size: dict[str, int]
+    setup: Callable[[], Any]
+    regref: Solver
+    peers: dict[str, Solver]
+    tol: float = 1e-8
+    variants: list[Variant] = field(default_factory=list)
+
+
+@dataclass
+class Row:
+    """One measured line: a case at one size against one peer (all times in seconds)."""
+
+    case: str
+    size: dict[str, int]
+    peer: str
+    regref_s: float
+    peer_s: float
+    ratio: float
+    max_rel_diff: float
+    variants_s: dict[str, float] = field(default_factory=dict)
+    variants_rel_diff: dict[str, float] = field(default_factory=dict)
+
+
+PAUSE_S = 0.2
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _to_numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().to(torch.float64).numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _parts(answer) -> list[np.ndarray]:
+    if isinstance(answer, tuple | list):
+        return [_to_numpy(a) for a in answer]
+    return [_to_numpy(answer)]
+
+
+def max_rel_diff(a, b) -> float:
+    """Largest relative difference of ``a`` from the reference ``b``.
+
+    Answers are arrays/tensors or tuples of them. Each part is split along its first axis
+    (one row per strength for a path; a 1-D part is one row) and each row is compared as
+    ``max|a - b| / max|b|``, so small coefficients at strong regularization are judged
+    against their own scale, not the path's largest entry. Returns the maximum over rows.
+    """
+    pa, pb = _parts(a), _parts(b)
+    if len(pa) != len(pb):
+        raise ValueError(f"answers have {len(pa)} and {len(pb)} parts")
+    worst = 0.0
+    for x, y in zip(pa, pb, strict=True):
+        if x.shape != y.shape:
+            raise ValueError(f"answer shapes differ: {x.shape} vs {y.shape}")
+        x2 = x.reshape(x.shape[0], -1) if x.ndim >= 2 else x.reshape(1, -1)
+        y2 = y.reshape(x2.shape)
+        scale = np.maximum(np.abs(y2).max(axis=1), np.finfo(np.float64).tiny)
+        worst = max(worst, float((np.abs(x2 - y2).max(axis=1) / scale).max()))
+    return worst
+
+
+def run_case(case: Case, repeats: int = 5) -> list[Row]:
+    """Time ``case`` and check every answer; one :class:`Row` per peer.
+
+    Raises :class:`MismatchError` if a peer or a variant disagrees with regref beyond its
+    tolerance.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    data = case.setup()
+    runs: list[tuple[str, Solver, Any, str]] = [("regref", case.regref, data, "cpu")]
+    runs += [(name, fn, data, "cpu") for name, fn in case.peers.items()]
+    runs += [(v.name, v.fn, v.prepare(data), v.device) for v in case.variants]
+
+    answers: dict[str, Any] = {}
+    times: dict[str, list[float]] = {name: [] for name, *_ in runs}
+    for name, fn, arg, device in runs:
+        time.sleep(PAUSE_S)  # let the previous library's spinning worker threads go idle
+        answers[name] = fn(arg)  # warm-up; its answer is the one checked
+        _sync(device)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn(arg)
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+
+    ref = answers["regref"]
+    v_diff = {}
+    for v in case.variants:
+        v_diff[v.name] = max_rel_diff(answers[v.name], ref)
+        if not v_diff[v.name] <= v.tol:
+            raise MismatchError(f"{case.name} {case.size}: variant {v.name} differs from CPU "
+                                f"regref by {v_diff[v.name]:.2e} > {v.tol:.0e}")
+    rows = []
+    for peer in case.peers:
+        diff = max_rel_diff(ref, answers[peer])
+        if not diff <= case.tol:
+            raise MismatchError(f"{case.name} {case.size}: regref differs from {peer} by "
+                                f"{diff:.2e} > {case.tol:.0e}")
+        rows.append(Row(case=case.name, size=dict(case.size), peer=peer,
+                        regref_s=med["regref"], peer_s=med[peer],
+                        ratio=med[peer] / med["regref"], max_rel_diff=diff,
+                        variants_s={v.name: med[v.name] for v in case.variants},
+                        variants_rel_diff=v_diff))
+    return rows
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _blas_threads() -> str | None:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    blas = [f"{i['internal_api']} {i['num_threads']}" for i in threadpool_info()
+            if i["user_api"] == "blas"]
+    return ", ".join(sorted(set(blas))) or None
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers were measured on: CPU, cores, threads, GPU, library versions, date."""
+    import sklearn
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "torch_threads": torch.get_num_threads(),
+        "blas_threads": _blas_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scikit_learn": sklearn.__version__,
+        "python": platform.python_version(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+
+
+def machine_line(info: dict[str, Any], repeats: int) -> str:
+    """One sentence describing the machine and date, for the top of a results table."""
+    gpu = info["gpu"] or "no GPU"
+    return (f"Measured {info['date'][:10]} on {info['cpu']} ({info['usable_cores']} cores, "
+            f"torch {info['torch_threads']} threads), {gpu}; torch {info['torch']}, "
+            f"numpy {info['numpy']}, scikit-learn {info['scikit_learn']}. "
+            f"Times are medians of {repeats} runs after a warm-up.")
+
+
+def _ms(seconds: float) -> str:
+    ms = seconds * 1e3
+    return f"{ms:.0f}" if ms >= 100 else f"{ms:.3g}"
+
+
+def markdown_table(rows: list[Row]) -> str:
+    """A MyST/GFM table, one line per row (no headings, so it can be ``{include}``-d)."""
+    size_keys = list(rows[0].size) if rows else []
+    variants = list(rows[0].variants_s) if rows else []
+    head = (["problem", *size_keys, "peer", "regref (ms)", "peer (ms)", "ratio",
+             "max rel. diff"] + [f"regref {v} (ms)" for v in variants])
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join(["---"] + ["--:"] * len(size_keys) + ["---"] + ["--:"] * (
+                 4 + len(variants))) + "|"]
+    for r in rows:
+        cells = ([f"`{r.case}`", *(str(r.size[k]) for k in size_keys), r.peer,
+                  _ms(r.regref_s), _ms(r.peer_s), f"{r.ratio:.3g}", f"{r.max_rel_diff:.1e}"]
+                 + [_ms(r.variants_s[v]) for v in variants])
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,58 @@
+"""The benchmark harness runs end to end in --quick mode and writes a sane table."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("sklearn")
+
+from benchmarks import harness, run  # noqa: E402
+
+
+def test_quick_run_writes_tables(tmp_path):
+    results = run.run_all(tmp_path, quick=True)
+    for name in run.SUITES:
+        md = (tmp_path / f"{name}.md").read_text()
+        data = json.loads((tmp_path / f"{name}.json").read_text())
+        assert data == json.loads(json.dumps(results[name]))
+        lines = md.splitlines()
+        assert lines[0].startswith("Measured ") and "torch" in lines[0]
+        assert not any(line.startswith("#") for line in lines)  # included under a heading
+        table = [line for line in lines if line.startswith("|")]
+        assert len(table) == 2 + len(data["rows"]) and data["rows"]
+        for row in data["rows"]:
+            for key in ("regref_s", "peer_s", "ratio"):
+                assert math.isfinite(row[key]) and row[key] > 0
+            assert 0 <= row["max_rel_diff"] <= 1e-8  # the answers matched
+            assert all(math.isfinite(t) and t > 0 for t in row["variants_s"].values())
+
+
+def test_max_rel_diff_is_per_row():
+    b = np.array([[1.0, 2.0], [1e-6, 0.0]])
+    a = b + np.array([[0.0, 2e-8], [1e-12, 0.0]])
+    assert harness.max_rel_diff(a, b) == pytest.approx(1e-6)
+    assert harness.max_rel_diff((torch.tensor([3.0]), a), (np.array([3.0]), a)) == 0.0
+
+
+def test_mismatch_raises():
+    case = harness.Case("toy", {"n": 2}, lambda: np.ones(2), lambda d: d,
+                        {"off": lambda d: d * (1 + 1e-6)})
+    with pytest.raises(harness.MismatchError, match="off"):
+        harness.run_case(case, repeats=1)
+
+
+def test_variant_is_checked_against_regref():
+    from functools import partial
+
+    from benchmarks import ridge_path as rp
+
+    fp32 = harness.Variant("cpu fp32", partial(rp.on_device, device="cpu", dtype=torch.float32),
+                           rp.regref_loo, tol=1e-3)
+    case = harness.Case("ridge_loo", {"n": 40, "p": 10}, partial(rp.make_data, 40, 10),
+                        rp.regref_loo, {"`RidgeCV`": rp.sklearn_loo}, variants=[fp32])
+    (row,) = harness.run_case(case, repeats=1)
+    assert 0 < row.variants_rel_diff["cpu fp32"] <= 1e-3
+    assert row.variants_s["cpu fp32"] > 0
