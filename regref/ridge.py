@@ -86,8 +86,8 @@ def _filters(num, s2, keep, lams) -> torch.Tensor:
     return torch.where(keep, f, torch.zeros_like(f))
 
 
-def _lams(lams, X, positive=False) -> torch.Tensor:
-    return check_strength(lams, "lams", X, positive=positive, ndims=(1,))
+def _lams(lams, X) -> torch.Tensor:
+    return check_strength(lams, "lams", X, ndims=(1,))
 
 
 def ridge_path(X, y, lams, *, return_info: bool = False):

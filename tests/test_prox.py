@@ -440,3 +440,24 @@ def test_project_l1_ball_empty_vector():
 def test_project_l1_ball_empty_vector_still_validates_radius(radius):
     with pytest.raises(ValueError, match="radius"):
         prox.project_l1_ball(torch.ones(3, 0), radius)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype_", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_cuda_matches_cpu(dtype_):
+    """Every prox gives the same answer on the GPU as on the CPU, on the GPU's device."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 33, generator=g, dtype=dtype_)
+    radius = torch.rand(64, generator=g, dtype=dtype_) * 5
+    calls = {
+        "soft_threshold": lambda v, r: prox.soft_threshold(v, 0.3),
+        "hard_threshold": lambda v, r: prox.hard_threshold(v, 0.3),
+        "prox_l2": lambda v, r: prox.prox_l2(v, 2.0),
+        "prox_elastic_net": lambda v, r: prox.prox_elastic_net(v, 0.3, 0.5),
+        "project_l1_ball": lambda v, r: prox.project_l1_ball(v, r),
+        "prox_conjugate": lambda v, r: prox.prox_conjugate(prox.soft_threshold, v, 0.7),
+    }
+    for name, f in calls.items():
+        cpu, gpu = f(x, radius), f(x.cuda(), radius.cuda())
+        assert gpu.device.type == "cuda" and gpu.dtype == dtype_, name
+        torch.testing.assert_close(gpu.cpu(), cpu, msg=name)
