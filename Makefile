@@ -13,7 +13,7 @@ export PYTHONHASHSEED := 0
 # conditional numerical reproducibility (same results on any x86 CPU).
 NB_ENV := OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 MKL_CBWR=COMPATIBLE
 
-.PHONY: env test lint unit nbval book book-check notebooks student bench clean
+.PHONY: env test lint unit nbval book notebooks student bench clean
 
 env: $(STAMP)
 
@@ -26,7 +26,7 @@ $(STAMP): requirements/lock.txt pyproject.toml
 # pytest exits 5 when it collects nothing: that is not a failure of the code.
 PYTEST = $(BIN)/python -m pytest -p no:cacheprovider
 
-test: env lint unit nbval book-check
+test: env lint unit nbval book
 	@echo "make test: all checks passed"
 
 lint: env
@@ -40,9 +40,6 @@ nbval: env
 	    $(NOTEBOOKS) || test $$? -eq 5
 
 # The full build, warnings as errors, no incremental state (DESIGN §6).
-book-check: env
-	$(BIN)/jupyter-book build . --all -W --keep-going
-
 book: env
 	$(BIN)/jupyter-book build . --all -W --keep-going
 	@echo "open _build/html/index.html"

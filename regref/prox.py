@@ -103,7 +103,7 @@ def prox_elastic_net(x, l1, l2) -> torch.Tensor:
     x = _input(x)
     l1 = _strength(l1, "l1", x)
     l2 = _strength(l2, "l2", x)
-    return torch.sign(x) * torch.clamp(x.abs() - l1, min=0) / (1 + l2)
+    return soft_threshold(x, l1) / (1 + l2)  # l1 checked above, under its own name
 
 
 def project_l1_ball(x, radius=1.0) -> torch.Tensor:

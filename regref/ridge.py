@@ -335,6 +335,7 @@ def rff_weights(n_inputs: int, n_features: int, gamma: float, *,
     = \exp(-\gamma\|x - z\|^2)`. Returns ``(W, b)`` of shapes (n_inputs, n_features)
     and (n_features,), for :func:`random_features`.
     """
+    counts = []
     for name, v in (("n_inputs", n_inputs), ("n_features", n_features)):
         try:
             count = operator.index(v)  # Python and numpy integers, not floats or bools
@@ -342,9 +343,10 @@ def rff_weights(n_inputs: int, n_features: int, gamma: float, *,
             count = 0
         if isinstance(v, bool) or count < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        counts.append(count)
+    n_inputs, n_features = counts
     gamma = float(check_strength(gamma, "gamma", torch.empty((), dtype=torch.float64),
                                  positive=True))
-    n_inputs, n_features = operator.index(n_inputs), operator.index(n_features)
     W = torch.randn(n_inputs, n_features, generator=generator, dtype=dtype, device=device)
     b = torch.rand(n_features, generator=generator, dtype=dtype, device=device)
     return math.sqrt(2 * gamma) * W, 2 * math.pi * b
