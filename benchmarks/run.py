@@ -14,9 +14,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from . import harness, ridge_path
+from . import harness, lasso_path, ridge_path
 
-SUITES = {ridge_path.NAME: ridge_path.cases}
+SUITES = {ridge_path.NAME: ridge_path.cases, lasso_path.NAME: lasso_path.cases}
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 NOTE = ("ratio = peer time / regref time (above 1: regref is faster). max rel. diff: "

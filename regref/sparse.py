@@ -202,16 +202,19 @@ def _soft(x, t):
     return torch.sign(x) * torch.clamp(x.abs() - t, min=0)
 
 
-def _top_eigenvalue(H: torch.Tensor, iters: int = 30) -> torch.Tensor:
-    """Largest eigenvalue of a PSD matrix by power iteration, inflated 5% for safety."""
+def _top_eigenvalue(H: torch.Tensor, v: torch.Tensor | None = None, iters: int = 30):
+    """Largest eigenvalue of a PSD matrix by power iteration from ``v``, inflated 5%.
+
+    Returns ``(eigenvalue, eigenvector)``; pass the vector back to warm-start the next call.
+    """
     m = H.shape[0]
-    v = torch.ones(m, dtype=H.dtype, device=H.device)
-    v = v + torch.arange(m, dtype=H.dtype, device=H.device) / (7.0 * m)  # not orthogonal to v1
+    ramp = 1 + torch.arange(m, dtype=H.dtype, device=H.device) / (7.0 * m)  # not orthogonal to v1
+    v = ramp if v is None else v + 1e-3 * ramp / math.sqrt(m)
     v = v / v.norm()
     for _ in range(iters):
         v = H @ v
         v = v / v.norm().clamp(min=torch.finfo(H.dtype).tiny)
-    return 1.05 * (v @ (H @ v)).clamp(min=torch.finfo(H.dtype).tiny)
+    return 1.05 * (v @ (H @ v)).clamp(min=torch.finfo(H.dtype).tiny), v
 
 
 def _top_eigenvalue_op(X: torch.Tensor, iters: int = 30) -> torch.Tensor:
@@ -248,14 +251,14 @@ def _gram_gap_from(HW, C, yy, W, l1, l2):
     return primal - dual
 
 
-def _fista(H, C, yy, W, l1, l2, target, max_iter):
+def _fista(H, C, yy, W, l1, l2, target, max_iter, lip):
     r"""Batched FISTA with gradient restart on :math:`\tfrac12 w^\top Hw - c^\top w + ...`.
 
     Each column is one problem. Every ``_CHECK_EVERY`` steps the restricted gap of each
     column is computed and the columns below their ``target`` leave the batch.
     Cost per step: one ``(m, m) @ (m, B)`` product.
     """
-    step = 1 / (_top_eigenvalue(H) + l2)
+    step = 1 / (lip + l2)
     live = torch.arange(W.shape[1], device=W.device)
     Z, t, n_iter = W.clone(), torch.ones_like(l1), 0
     while n_iter < max_iter and live.numel():
@@ -286,7 +289,7 @@ class _GramCache:
     """
 
     def __init__(self, XT: torch.Tensor, full: torch.Tensor | None = None):
-        self.XT, self.full, self.m = XT, full, 0
+        self.XT, self.full, self.m, self.v = XT, full, 0, None
         self.pos = torch.full((XT.shape[0],), -1, dtype=torch.long, device=XT.device)
         self.K = torch.empty(0, dtype=torch.long, device=XT.device)
         self.buf = XT.new_zeros(0, 0)
@@ -363,8 +366,12 @@ def _enet_columns(XT, C, yy, l1, l2, W, tol, max_iter, cache, H_full=None):
         Si = S.nonzero().squeeze(1)
         # inner solves need not be much tighter than the current outer gap
         inner_target = torch.maximum(0.3 * gap, 0.5 * target[live])
-        WS, it = _fista(cache.gram(Si), C[Si][:, live], yy[live], Wl[Si], l1l, l2l, inner_target,
-                        max_iter - n_iter)
+        H = cache.gram(Si)
+        v0 = cache.v[Si] if cache.v is not None else None
+        lip, v = _top_eigenvalue(H, v0, iters=30 if v0 is None else 8)
+        cache.v = torch.zeros(p, dtype=H.dtype, device=H.device).index_copy_(0, Si, v)
+        WS, it = _fista(H, C[Si][:, live], yy[live], Wl[Si], l1l, l2l, inner_target,
+                        max_iter - n_iter, lip)
         n_iter += it
         Wl = torch.zeros_like(Wl)
         Wl[Si] = WS
@@ -386,8 +393,8 @@ def _path(X, y, lams, l1_ratio, tol, max_iter, batch_size):
     cache = _GramCache(XT, H_full)
     order = torch.argsort(lams, descending=True)  # solve from the sparsest end
     L = len(lams)
-    if batch_size is None:
-        batch_size = L if X.is_cuda else 1
+    if batch_size is None:  # wide batches on a GPU or in Gram mode; warm starts pay on a CPU
+        batch_size = L if (X.is_cuda or H_full is not None) else 10
     out = torch.zeros(L, p, k, dtype=X.dtype, device=X.device)
     W_prev = torch.zeros(p, k, dtype=X.dtype, device=X.device)
     worst, n_iter = 0.0, 0
@@ -450,8 +457,8 @@ def lasso_path(X, y, lams, *, tol=None, max_iter: int = 100_000, batch_size: int
         Budget of proximal-gradient steps per batch; exceeding it warns
         :class:`regref.ConvergenceWarning`.
     batch_size : int, optional
-        Strengths solved together. Default: all of them on a GPU, 10 on a CPU (where
-        warm starts are worth more than wide products).
+        Strengths solved together. Default: all of them on a GPU or in Gram mode, else 10
+        (on a CPU, warm starts between batches are worth more than wider products).
     return_info : bool
         Also return :class:`regref.Info`; ``certificate`` is the largest relative duality
         gap over the path and the targets, ``n_iter`` the most steps one batch took.
@@ -594,7 +601,7 @@ def group_lasso(X, y, lam, groups, *, weights=None, tol=None, max_iter: int = 10
     H = X.mT @ X / n if use_gram else None
     c = X.mT @ y / n
     yy = (y @ y) / (2 * n)
-    step = 1 / (_top_eigenvalue(H) if use_gram else _top_eigenvalue_op(X))
+    step = 1 / (_top_eigenvalue(H)[0] if use_gram else _top_eigenvalue_op(X))
     thresh = step * lam * weights
 
     def grad(v):  # gradient of the smooth part

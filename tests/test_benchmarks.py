@@ -26,7 +26,7 @@ def test_quick_run_writes_tables(tmp_path):
         for row in data["rows"]:
             for key in ("regref_s", "peer_s", "ratio"):
                 assert math.isfinite(row[key]) and row[key] > 0
-            assert 0 <= row["max_rel_diff"] <= 1e-8  # the answers matched
+            assert 0 <= row["max_rel_diff"] <= row["tol"] <= 1e-5  # the answers matched
             assert all(math.isfinite(t) and t > 0 for t in row["variants_s"].values())
 
 
