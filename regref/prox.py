@@ -4,8 +4,11 @@ The proximal operator of a convex function :math:`f` with step :math:`\tau > 0` 
 
 .. math:: \operatorname{prox}_{\tau f}(x) = \arg\min_v \tfrac12\|v - x\|_2^2 + \tau f(v).
 
-Every operator here is elementwise or acts on the last dimension, so a batch of
-vectors is one call. Derivations: chapter 01 (soft thresholding) and chapter 04.
+For the nonconvex penalties here (:math:`\ell_0`, MCP, SCAD) the same formula defines the
+prox where the scalar problem has a unique minimizer (each docstring says when), and the
+operators are still exact, closed-form and cheap. Every operator here is elementwise or
+acts on the last dimension, so a batch of vectors is one call. Derivations: chapter 01
+(soft thresholding) and chapter 04.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from ._core import as_float_tensor, check_finite, check_strength
+from ._core import _show, as_float_tensor, check_finite, check_strength
 
 __all__ = [
     "soft_threshold",
@@ -23,6 +26,11 @@ __all__ = [
     "prox_elastic_net",
     "project_l1_ball",
     "prox_conjugate",
+    "mcp_penalty",
+    "prox_mcp",
+    "scad_penalty",
+    "prox_scad",
+    "prox_l0",
 ]
 
 
@@ -162,3 +170,199 @@ def prox_conjugate(prox: Callable[[torch.Tensor, float], torch.Tensor], x,
     x = _input(x)
     tau = float(check_strength(tau, "tau", x, positive=True))
     return x - tau * prox(x / tau, 1 / tau)
+
+
+# --- nonconvex penalties (chapter 04) ---------------------------------------------------
+
+
+def _above(value, name: str, x: torch.Tensor, bound, what: str) -> torch.Tensor:
+    """A finite parameter broadcastable to ``x.shape`` and ``> bound`` (``what`` says which)."""
+    t = as_float_tensor(value, name, like=x)
+    if bool((t <= bound).any()):
+        raise ValueError(f"{name} must be > {what}, got {_show(t)}")
+    return _strength(t, name, x)
+
+
+def mcp_penalty(x, lam, gamma) -> torch.Tensor:
+    r"""Minimax concave penalty (Zhang, 2010), elementwise.
+
+    .. math:: \operatorname{MCP}_{\lambda,\gamma}(x_i) = \begin{cases}
+              \lambda|x_i| - \dfrac{x_i^2}{2\gamma} & |x_i| \le \gamma\lambda, \\
+              \dfrac{\gamma\lambda^2}{2} & |x_i| > \gamma\lambda,
+              \end{cases}
+
+    that is :math:`\int_0^{|x_i|} (\lambda - t/\gamma)_+\,dt`: the :math:`\ell_1` slope
+    :math:`\lambda` at 0, tapering linearly to a flat penalty beyond
+    :math:`\gamma\lambda`, so large entries are not shrunk.
+
+    Parameters
+    ----------
+    x : tensor
+        Any shape.
+    lam : float or tensor
+        Strength(s) ``>= 0``, broadcastable to the shape of ``x``.
+    gamma : float or tensor
+        Concavity ``> 0`` (broadcastable); :math:`\gamma \to \infty` gives
+        :math:`\lambda|x|`.
+    """
+    x = _input(x)
+    lam = _strength(lam, "lam", x)
+    gamma = _above(gamma, "gamma", x, 0, "0")
+    u = x.abs()
+    return torch.where(u <= gamma * lam, lam * u - u * u / (2 * gamma), gamma * lam**2 / 2)
+
+
+def prox_mcp(x, lam, gamma, step=1.0) -> torch.Tensor:
+    r"""Firm thresholding, the prox of :math:`\tau\operatorname{MCP}_{\lambda,\gamma}`.
+
+    .. math:: \operatorname{prox}(x)_i = \begin{cases}
+              0 & |x_i| \le \tau\lambda, \\
+              \operatorname{sign}(x_i)\dfrac{|x_i| - \tau\lambda}{1 - \tau/\gamma}
+              & \tau\lambda < |x_i| \le \gamma\lambda, \\
+              x_i & |x_i| > \gamma\lambda,
+              \end{cases}
+
+    with :math:`\tau` = ``step``. For :math:`\gamma > \tau` the scalar objective
+    :math:`\tfrac12(v - x)^2 + \tau\operatorname{MCP}(v)` is strongly convex (modulus
+    :math:`1 - \tau/\gamma`) and its minimizer is its one stationary point:
+    :math:`0 \in v - x + \tau\,\partial\operatorname{MCP}(v)`, where
+    :math:`\partial\operatorname{MCP}(v)` is the derivative
+    :math:`(\lambda - |v|/\gamma)_+\operatorname{sign}(v)` for :math:`v \ne 0` and
+    :math:`[-\lambda, \lambda]` at 0. Solving it on each piece gives the three cases.
+    It interpolates between soft thresholding (:math:`\gamma \to \infty`) and hard
+    thresholding at :math:`\tau\lambda` (:math:`\gamma \downarrow \tau`).
+
+    Parameters
+    ----------
+    x : tensor
+        Any shape.
+    lam : float or tensor
+        Strength(s) ``>= 0``, broadcastable to the shape of ``x``.
+    gamma : float or tensor
+        Concavity, ``> step`` (else the prox is not given by this formula).
+    step : float or tensor
+        Step :math:`\tau > 0`.
+    """
+    x = _input(x)
+    lam = _strength(lam, "lam", x)
+    gamma = _above(gamma, "gamma", x, 0, "0")
+    step = _above(step, "step", x, 0, "0")
+    if bool((gamma <= step).any()):
+        raise ValueError("gamma must be > step (otherwise the prox objective is not "
+                         "strongly convex and firm thresholding is not its minimizer)")
+    u = x.abs()
+    firm = torch.clamp(u - step * lam, min=0) / (1 - step / gamma)  # no overflow: huge gamma
+    return torch.where(u <= gamma * lam, torch.sign(x) * firm, x)
+
+
+def scad_penalty(x, lam, a=3.7) -> torch.Tensor:
+    r"""Smoothly clipped absolute deviation penalty (Fan and Li, 2001), elementwise.
+
+    .. math:: \operatorname{SCAD}_{\lambda,a}(x_i) = \begin{cases}
+              \lambda|x_i| & |x_i| \le \lambda, \\
+              \dfrac{2a\lambda|x_i| - x_i^2 - \lambda^2}{2(a - 1)}
+              & \lambda < |x_i| \le a\lambda, \\
+              \dfrac{(a + 1)\lambda^2}{2} & |x_i| > a\lambda,
+              \end{cases}
+
+    that is :math:`\int_0^{|x_i|} \min\bigl(\lambda, (a\lambda - t)_+/(a - 1)\bigr)\,dt`:
+    the :math:`\ell_1` penalty up to :math:`\lambda`, a quadratic spline to
+    :math:`a\lambda`, flat beyond.
+
+    Parameters
+    ----------
+    x : tensor
+        Any shape.
+    lam : float or tensor
+        Strength(s) ``>= 0``, broadcastable to the shape of ``x``.
+    a : float or tensor
+        Shape parameter ``> 2`` (broadcastable); 3.7 is Fan and Li's default.
+    """
+    x = _input(x)
+    lam = _strength(lam, "lam", x)
+    a = _above(a, "a", x, 2, "2")
+    u = x.abs()
+    mid = (2 * a * lam * u - u * u - lam**2) / (2 * (a - 1))
+    return torch.where(u <= lam, lam * u, torch.where(u <= a * lam, mid, (a + 1) * lam**2 / 2))
+
+
+def prox_scad(x, lam, a=3.7, step=1.0) -> torch.Tensor:
+    r"""Prox of :math:`\tau\operatorname{SCAD}_{\lambda,a}`, elementwise.
+
+    .. math:: \operatorname{prox}(x)_i = \begin{cases}
+              \operatorname{sign}(x_i)(|x_i| - \tau\lambda)_+ & |x_i| \le (1 + \tau)\lambda, \\
+              \operatorname{sign}(x_i)\dfrac{(a - 1)|x_i| - \tau a\lambda}{a - 1 - \tau}
+              & (1 + \tau)\lambda < |x_i| \le a\lambda, \\
+              x_i & |x_i| > a\lambda,
+              \end{cases}
+
+    with :math:`\tau` = ``step`` (for :math:`\tau = 1` this is Fan and Li's
+    thresholding rule).
+
+    Derivation: take :math:`x \ge 0` (the prox is odd) and :math:`v \ge 0`. The
+    penalty's slope is :math:`\lambda` on :math:`[0, \lambda]`,
+    :math:`(a\lambda - v)/(a - 1)` on :math:`[\lambda, a\lambda]` and 0 beyond, so the
+    objective :math:`\tfrac12(v - x)^2 + \tau\operatorname{SCAD}(v)` has curvature at
+    least :math:`1 - \tau/(a - 1) > 0` when :math:`a > 1 + \tau`: strongly convex, and
+    its one stationary point is the prox. Setting the derivative to zero on each piece:
+    :math:`v = x - \tau\lambda` on the first, valid while it lies in
+    :math:`[0, \lambda]`, i.e. :math:`\tau\lambda \le x \le (1 + \tau)\lambda` (below,
+    :math:`v = 0` by the subgradient :math:`[-\tau\lambda, \tau\lambda]` at 0);
+    :math:`v - x + \tau(a\lambda - v)/(a - 1) = 0` on the second, solved by the middle
+    line, which lies in :math:`[\lambda, a\lambda]` exactly when
+    :math:`(1 + \tau)\lambda \le x \le a\lambda`; :math:`v = x` on the flat part, valid
+    for :math:`x \ge a\lambda`. The pieces agree at both knots.
+
+    Parameters
+    ----------
+    x : tensor
+        Any shape.
+    lam : float or tensor
+        Strength(s) ``>= 0``, broadcastable to the shape of ``x``.
+    a : float or tensor
+        Shape parameter, ``> 2`` (SCAD's definition) and ``> 1 + step`` (strong
+        convexity, without which the formula is not the minimizer).
+    step : float or tensor
+        Step :math:`\tau > 0`.
+    """
+    x = _input(x)
+    lam = _strength(lam, "lam", x)
+    a = _above(a, "a", x, 2, "2")
+    step = _above(step, "step", x, 0, "0")
+    if bool((a <= 1 + step).any()):
+        raise ValueError("a must be > 1 + step (otherwise the prox objective is not "
+                         "strongly convex and this formula is not its minimizer)")
+    u = x.abs()
+    soft = torch.clamp(u - step * lam, min=0)
+    c = step / (a - 1)  # the middle line, written so that a huge a cannot overflow
+    mid = (u - c * a * lam) / (1 - c)
+    v = torch.where(u <= (1 + step) * lam, soft, mid)
+    return torch.where(u <= a * lam, torch.sign(x) * v, x)
+
+
+def prox_l0(x, lam, step=1.0) -> torch.Tensor:
+    r"""Prox of the counting penalty :math:`\tau\lambda\|v\|_0`: hard thresholding.
+
+    .. math:: \operatorname{prox}(x)_i = \begin{cases}
+              x_i & |x_i| > \sqrt{2\tau\lambda}, \\ 0 & |x_i| \le \sqrt{2\tau\lambda},
+              \end{cases}
+
+    with :math:`\tau` = ``step``: elementwise, keeping :math:`x_i` costs
+    :math:`\tau\lambda` and zeroing it costs :math:`x_i^2/2`. At the tie
+    :math:`|x_i| = \sqrt{2\tau\lambda}` both are minimizers and 0 is returned (the
+    convention of :func:`hard_threshold`, which this calls with the threshold
+    :math:`\sqrt{2\tau}\sqrt{\lambda}` rounded in the dtype of ``x``).
+
+    Parameters
+    ----------
+    x : tensor
+        Any shape.
+    lam : float or tensor
+        Strength(s) ``>= 0``, broadcastable to the shape of ``x``.
+    step : float or tensor
+        Step :math:`\tau > 0`.
+    """
+    x = _input(x)
+    lam = _strength(lam, "lam", x)
+    step = _above(step, "step", x, 0, "0")
+    return hard_threshold(x, torch.sqrt(2 * step) * torch.sqrt(lam))

@@ -328,6 +328,11 @@ OPS = {
     "prox_elastic_net": lambda x: prox.prox_elastic_net(x, 0.5, 0.5),
     "project_l1_ball": lambda x: prox.project_l1_ball(x, 0.5),
     "prox_conjugate": lambda x: prox.prox_conjugate(prox.soft_threshold, x, 0.5),
+    "mcp_penalty": lambda x: prox.mcp_penalty(x, 0.5, 3.0),
+    "prox_mcp": lambda x: prox.prox_mcp(x, 0.5, 3.0, step=0.8),
+    "scad_penalty": lambda x: prox.scad_penalty(x, 0.5, 3.7),
+    "prox_scad": lambda x: prox.prox_scad(x, 0.5, 3.7, step=0.8),
+    "prox_l0": lambda x: prox.prox_l0(x, 0.125, step=1.0),
 }
 
 
@@ -386,6 +391,50 @@ BAD = [
     (lambda: prox.prox_conjugate(prox.soft_threshold, X34, 0.0), "tau"),
     (lambda: prox.prox_conjugate(prox.soft_threshold, X34, -1.0), "tau"),
     (lambda: prox.prox_conjugate(prox.soft_threshold, X34, float("nan")), "tau"),
+    (lambda: prox.mcp_penalty(NAN_X, 1.0, 3.0), r"^x\b"),
+    (lambda: prox.mcp_penalty(INF_X, 1.0, 3.0), r"^x\b"),
+    (lambda: prox.mcp_penalty(X34, -1.0, 3.0), "lam"),
+    (lambda: prox.mcp_penalty(X34, float("inf"), 3.0), "lam"),
+    (lambda: prox.mcp_penalty(X34, torch.ones(3), 3.0), "lam"),
+    (lambda: prox.mcp_penalty(X34, 1.0, 0.0), "gamma"),
+    (lambda: prox.mcp_penalty(X34, 1.0, float("nan")), "gamma"),
+    (lambda: prox.mcp_penalty(X34, 1.0, float("inf")), "gamma"),
+    (lambda: prox.mcp_penalty(X34, 1.0, torch.ones(2, 1, 1)), "gamma"),
+    (lambda: prox.prox_mcp(NAN_X, 1.0, 3.0), r"^x\b"),
+    (lambda: prox.prox_mcp(INF_X, 1.0, 3.0), r"^x\b"),
+    (lambda: prox.prox_mcp(X34, -1.0, 3.0), "lam"),
+    (lambda: prox.prox_mcp(X34, float("nan"), 3.0), "lam"),
+    (lambda: prox.prox_mcp(X34, 1.0, -3.0), "gamma"),
+    (lambda: prox.prox_mcp(X34, 1.0, 1.0), "gamma"),  # gamma = step: not strongly convex
+    (lambda: prox.prox_mcp(X34, 1.0, 2.0, step=3.0), "gamma"),
+    (lambda: prox.prox_mcp(X34, 1.0, torch.tensor([3.0, 3.0, 0.5, 3.0])), "gamma"),
+    (lambda: prox.prox_mcp(X34, 1.0, torch.ones(3)), "gamma"),
+    (lambda: prox.prox_mcp(X34, 1.0, 3.0, step=0.0), "step"),
+    (lambda: prox.prox_mcp(X34, 1.0, 3.0, step=-1.0), "step"),
+    (lambda: prox.prox_mcp(X34, 1.0, 3.0, step=float("nan")), "step"),
+    (lambda: prox.prox_mcp(X34, 1.0, 3.0, step=torch.ones(2)), "step"),
+    (lambda: prox.scad_penalty(NAN_X, 1.0), r"^x\b"),
+    (lambda: prox.scad_penalty(X34, -1.0), "lam"),
+    (lambda: prox.scad_penalty(X34, float("nan")), "lam"),
+    (lambda: prox.scad_penalty(X34, 1.0, a=2.0), r"^a\b"),
+    (lambda: prox.scad_penalty(X34, 1.0, a=float("inf")), r"^a\b"),
+    (lambda: prox.scad_penalty(X34, 1.0, a=torch.full((3,), 3.7)), r"^a\b"),
+    (lambda: prox.prox_scad(INF_X, 1.0), r"^x\b"),
+    (lambda: prox.prox_scad(X34, -1.0), "lam"),
+    (lambda: prox.prox_scad(X34, float("inf")), "lam"),
+    (lambda: prox.prox_scad(X34, 1.0, a=1.5, step=0.1), r"^a\b"),  # a <= 2
+    (lambda: prox.prox_scad(X34, 1.0, a=3.0, step=2.0), r"^a\b"),  # a = 1 + step
+    (lambda: prox.prox_scad(X34, 1.0, a=float("nan")), r"^a\b"),
+    (lambda: prox.prox_scad(X34, 1.0, step=0.0), "step"),
+    (lambda: prox.prox_scad(X34, 1.0, step=float("inf")), "step"),
+    (lambda: prox.prox_scad(X34, 1.0, step=torch.tensor([0.5, 0.5, 0.5, 3.0])), r"^a\b"),
+    (lambda: prox.prox_l0(NAN_X, 1.0), r"^x\b"),
+    (lambda: prox.prox_l0(INF_X, 1.0), r"^x\b"),
+    (lambda: prox.prox_l0(X34, -1.0), "lam"),
+    (lambda: prox.prox_l0(X34, float("nan")), "lam"),
+    (lambda: prox.prox_l0(X34, torch.ones(3)), "lam"),
+    (lambda: prox.prox_l0(X34, 1.0, step=0.0), "step"),
+    (lambda: prox.prox_l0(X34, 1.0, step=float("inf")), "step"),
 ]
 
 
@@ -456,8 +505,305 @@ def test_cuda_matches_cpu(dtype_):
         "prox_elastic_net": lambda v, r: prox.prox_elastic_net(v, 0.3, 0.5),
         "project_l1_ball": lambda v, r: prox.project_l1_ball(v, r),
         "prox_conjugate": lambda v, r: prox.prox_conjugate(prox.soft_threshold, v, 0.7),
+        "mcp_penalty": lambda v, r: prox.mcp_penalty(v, r[:, None] / 5, 3.0),
+        "prox_mcp": lambda v, r: prox.prox_mcp(v, r[:, None] / 5, 3.0, step=0.8),
+        "scad_penalty": lambda v, r: prox.scad_penalty(v, r[:, None] / 5),
+        "prox_scad": lambda v, r: prox.prox_scad(v, r[:, None] / 5, 3.7, step=0.8),
+        "prox_l0": lambda v, r: prox.prox_l0(v, r[:, None] / 5, step=0.5),
     }
     for name, f in calls.items():
         cpu, gpu = f(x, radius), f(x.cuda(), radius.cuda())
         assert gpu.device.type == "cuda" and gpu.dtype == dtype_, name
         torch.testing.assert_close(gpu.cpu(), cpu, msg=name)
+
+
+# --- nonconvex penalties: MCP, SCAD, l0 --------------------------------------------------
+#
+# Oracles: the penalties against numerical integration of the derivatives that define them
+# (scipy.integrate.quad); each prox against the brute-force minimum of its scalar objective
+# over a fine grid. The prox objectives are strongly convex (modulus mu = 1 - step/gamma for
+# MCP, 1 - step/(a - 1) for SCAD) when the parameters pass validation, so grid resolution
+# translates into a bound on the distance to the true minimizer (see _brute_force).
+
+GRID = 20001
+steps = st.floats(0.05, 5.0)
+# strengths that survive a cast to float32 (a tiny lam would flush to 0 there, not in x)
+lams = st.one_of(st.just(0.0), st.floats(1e-6, 30.0))
+slacks = st.floats(0.1, 10.0)  # gamma = step (1 + slack), a = max(2, 1 + step)(1 + slack)
+
+
+def _mcp_gamma(step, slack):
+    return step * (1 + slack)
+
+
+def _scad_a(step, slack):
+    return max(2.0, 1 + step) * (1 + slack)
+
+
+def _brute_force(objective, x):
+    """Grid minimizer of objective(v, x) per entry of the float64 vector ``x``.
+
+    The grid is x * linspace(-0.5, 1.5, GRID) plus the points 0 and x, spacing
+    h = 2|x| / (GRID - 1). For penalties that are concave on each side of 0 (MCP, SCAD),
+    the objective has curvature <= 1 off 0, so some grid point on the minimizer's side
+    of 0 is within h of it and costs at most h^2/2 more; with mu-strong convexity the grid
+    minimizer is then within sqrt((h^2 + 2 dF) / mu) of the true one (dF: rounding in F).
+    Returns (grid minimizer, minimal objective value, h, largest |objective| on the grid).
+    """
+    t = torch.linspace(-0.5, 1.5, GRID, dtype=torch.float64)
+    xc = x[:, None]
+    V = torch.cat([xc * t, torch.zeros_like(xc), xc], dim=1)
+    F = objective(V, xc)
+    best = F.argmin(dim=1, keepdim=True)
+    h = 2 * x.abs() / (GRID - 1)
+    return V.gather(1, best)[:, 0], F.gather(1, best)[:, 0], h, F.abs().amax(dim=1)
+
+
+def _knot_points(*knots):
+    """x values in every piece of a prox with these (increasing) knots, and on both sides
+    of each knot, with both signs."""
+    k = np.asarray(knots, dtype=np.float64)
+    pos = np.concatenate([[0.5 * k[0], 1.5 * k[-1]], 0.999 * k, 1.001 * k, (k[1:] + k[:-1]) / 2])
+    return np.concatenate([-pos, pos])
+
+
+def _check_against_brute_force(p, xt, objective, mu, lip):
+    """p (any dtype) minimizes objective elementwise, to grid resolution and rounding.
+
+    ``lip`` bounds the growth of the prox formula's rounding error: a per-entry scale.
+    """
+    dtype = p.dtype
+    xd, pd = xt.double(), p.double()
+    v, fmin, h, fscale = _brute_force(objective, xd)
+    d_f = tol(torch.float64, 1.0) * fscale  # rounding in F(v), float64
+    atol = 64 * torch.finfo(dtype).eps * lip.clamp(min=1.0)  # rounding in p
+    bound = torch.sqrt((h**2 + 2 * d_f) / mu) + atol
+    assert torch.all((pd - v).abs() <= bound), (pd, v, bound)
+    # and no grid point beats p (p is a global minimizer, up to its own rounding)
+    fp = objective(pd[:, None], xd[:, None])[:, 0]
+    assert torch.all(fp <= fmin + d_f + (xd.abs() + lip) * atol), (fp, fmin)
+
+
+@given(x=tensors(shape=st.integers(1, 8)), lam=lams, step=steps, slack=slacks, dtype=dtypes)
+def test_prox_mcp_matches_brute_force(x, lam, step, slack, dtype):
+    gamma = _mcp_gamma(step, slack)
+    xt = T(np.concatenate([x, _knot_points(step * lam, gamma * lam)]), dtype)
+    p = prox.prox_mcp(xt, lam, gamma, step=step)
+    assert p.dtype == dtype and p.shape == xt.shape
+
+    def objective(v, x_):
+        return 0.5 * (v - x_) ** 2 + step * prox.mcp_penalty(v, lam, gamma)
+
+    lip = (xt.double().abs() + step * lam) * gamma / (gamma - step)
+    _check_against_brute_force(p, xt, objective, 1 - step / gamma, lip)
+
+
+@given(x=tensors(shape=st.integers(1, 8)), lam=lams, step=steps, slack=slacks, dtype=dtypes)
+def test_prox_scad_matches_brute_force(x, lam, step, slack, dtype):
+    a = _scad_a(step, slack)
+    xt = T(np.concatenate([x, _knot_points(step * lam, (1 + step) * lam, a * lam)]), dtype)
+    p = prox.prox_scad(xt, lam, a, step=step)
+    assert p.dtype == dtype and p.shape == xt.shape
+
+    def objective(v, x_):
+        return 0.5 * (v - x_) ** 2 + step * prox.scad_penalty(v, lam, a)
+
+    lip = (xt.double().abs() * a + step * a * lam) / (a - 1 - step)
+    _check_against_brute_force(p, xt, objective, 1 - step / (a - 1), lip)
+
+
+@given(x=tensors(shape=st.integers(1, 8)), lam=lams, step=steps, dtype=dtypes)
+def test_prox_l0_matches_brute_force(x, lam, step, dtype):
+    xt = T(np.concatenate([x, _knot_points(np.sqrt(2 * step * lam))]), dtype)
+    p = prox.prox_l0(xt, lam, step=step)
+    assert p.dtype == dtype and p.shape == xt.shape
+    assert torch.all((p == 0) | (p == xt))  # keeps or kills, never shrinks
+
+    def objective(v, x_):
+        return 0.5 * (v - x_) ** 2 + step * lam * (v != 0).double()
+
+    xd = xt.double()
+    v, fmin, _, _ = _brute_force(objective, xd)
+    fp = objective(p.double()[:, None], xd[:, None])[:, 0]
+    # a near-tie may go either way in rounding
+    atol = 64 * torch.finfo(dtype).eps * (xd**2 + step * lam).clamp(min=1.0)
+    assert torch.all(fp <= fmin + atol)
+    clear = (0.5 * xd**2 - step * lam).abs() > atol
+    assert torch.equal(p.double()[clear], v[clear])
+
+
+def test_prox_l0_tie_returns_zero():
+    # step * lam = 8: the threshold sqrt(2 * 8) = 4 is exact; at |x| = 4 both 0 and x cost 8
+    x = torch.tensor([-5.0, -4.0, 3.0, 4.0, np.nextafter(4.0, 5.0)], dtype=torch.float64)
+    p = prox.prox_l0(x, 4.0, step=2.0)
+    assert p.tolist() == [-5.0, 0.0, 0.0, 0.0, np.nextafter(4.0, 5.0)]
+    assert torch.equal(p, prox.hard_threshold(x, 4.0))
+
+
+NONCONVEX = {
+    # name: (prox(x, lam, step, slack), knot below which it is 0, knot above which it is x)
+    "prox_mcp": (lambda x, lam, step, slack: prox.prox_mcp(x, lam, _mcp_gamma(step, slack), step),
+                 lambda lam, step, slack: step * lam,
+                 lambda lam, step, slack: _mcp_gamma(step, slack) * lam),
+    "prox_scad": (lambda x, lam, step, slack: prox.prox_scad(x, lam, _scad_a(step, slack), step),
+                  lambda lam, step, slack: step * lam,
+                  lambda lam, step, slack: _scad_a(step, slack) * lam),
+    "prox_l0": (lambda x, lam, step, slack: prox.prox_l0(x, lam, step),
+                lambda lam, step, slack: np.sqrt(2 * step * lam),
+                lambda lam, step, slack: np.sqrt(2 * step * lam)),
+}
+
+
+@pytest.mark.parametrize("name", NONCONVEX)
+@given(x=tensors(max_dims=2), lam=lams, step=steps, slack=slacks, dtype=dtypes)
+def test_nonconvex_prox_odd_and_monotone(name, x, lam, step, slack, dtype):
+    f, low, high = NONCONVEX[name]
+    xt = T(x, dtype)
+    p = f(xt, lam, step, slack)
+    assert p.dtype == dtype and p.shape == xt.shape
+    assert torch.equal(f(-xt, lam, step, slack), -p)  # odd, exactly
+    # non-decreasing in x: sort all entries (and points around the knots) into one line
+    knots = _knot_points(low(lam, step, slack), high(lam, step, slack))
+    line = torch.sort(torch.cat([xt.flatten(), T(knots, dtype)])).values
+    q = f(line, lam, step, slack).double()
+    scale = float(line.abs().max()) * (1 + 1 / slack)
+    assert torch.all(q[1:] - q[:-1] >= -tol(dtype, scale)), name
+
+
+@pytest.mark.parametrize("name", NONCONVEX)
+@given(r=arrays(np.float64, 12, elements=st.floats(-1.0, 1.0)), lam=lams, step=steps,
+       slack=slacks, far=arrays(np.float64, 12, elements=st.floats(1.0, 1e3)), dtype=dtypes)
+def test_nonconvex_prox_zero_below_and_identity_above(name, r, lam, step, slack, far, dtype):
+    f, low, high = NONCONVEX[name]
+    small = T((1 - 1e-3) * r * low(lam, step, slack), dtype)
+    assert torch.all(f(small, lam, step, slack) == 0)
+    big = T(np.sign(r + 0.5) * (high(lam, step, slack) * (1 + 1e-3) + 1e-3) * far, dtype)
+    assert torch.equal(f(big, lam, step, slack), big)
+
+
+@given(x=tensors(), lam=st.floats(1e-3, 30.0), step=steps, dtype=dtypes)
+def test_prox_mcp_tends_to_soft_threshold(x, lam, step, dtype):
+    # once gamma lam > max|x| only the middle piece is used, where the two differ by
+    # soft(x) * step / (gamma - step) <= max|x| step / (gamma - step) -> 0
+    xt = T(x, dtype)
+    soft = prox.soft_threshold(xt, step * lam).double()
+    m = scale_of(x)
+    previous = np.inf
+    for k in range(1, 7):
+        gamma = max(2 * step, m / lam) * 10.0**k
+        err = float((prox.prox_mcp(xt, lam, gamma, step=step).double() - soft).abs().max())
+        assert err <= m * step / (gamma - step) + tol(dtype, m + step * lam), (k, err)
+        assert err <= previous + tol(dtype, m + step * lam)
+        previous = err
+
+
+@given(x=tensors(), lam=lams, step=steps, dtype=dtypes)
+def test_huge_gamma_or_a_gives_soft_threshold_without_overflow(x, lam, step, dtype):
+    # gamma, a -> inf turn MCP and SCAD into lam |.|; 1e30 fits float32, gamma * x may not
+    xt = T(x, dtype)
+    soft = prox.soft_threshold(xt, torch.tensor(step, dtype=dtype) * lam)
+    atol = tol(dtype, scale_of(x) + step * lam)
+    torch.testing.assert_close(prox.prox_mcp(xt, lam, 1e30, step), soft, rtol=0, atol=atol)
+    torch.testing.assert_close(prox.prox_scad(xt, lam, 1e30, step), soft, rtol=0, atol=atol)
+    for pen in (prox.mcp_penalty(xt, lam, 1e30), prox.scad_penalty(xt, lam, 1e30)):
+        torch.testing.assert_close(pen, lam * xt.abs(), rtol=0, atol=tol(dtype, lam * scale_of(x)))
+
+
+def _integrate(slope, u, knots):
+    integrate = pytest.importorskip("scipy.integrate")
+    inner = [k for k in knots if 0 < k < u]
+    return integrate.quad(slope, 0.0, u, points=inner or None, epsabs=1e-13, epsrel=1e-13)[0]
+
+
+@pytest.mark.parametrize("lam, gamma", [(1.0, 3.0), (0.3, 1.5), (2.5, 0.4), (4.0, 25.0)])
+def test_mcp_penalty_is_integral_of_its_slope(lam, gamma):
+    # Zhang (2010) defines MCP by its derivative (lam - t/gamma)_+ on t >= 0
+    xs = np.concatenate([np.linspace(-2.5, 2.5, 21) * gamma * lam, [gamma * lam]])
+    expected = [_integrate(lambda t: max(lam - t / gamma, 0.0), abs(x), [gamma * lam])
+                for x in xs]
+    got = prox.mcp_penalty(torch.as_tensor(xs), lam, gamma)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("lam, a", [(1.0, 3.7), (0.3, 2.5), (2.5, 2.01), (4.0, 12.0)])
+def test_scad_penalty_is_integral_of_its_slope(lam, a):
+    # Fan and Li (2001) define SCAD by its derivative min(lam, (a lam - t)_+ / (a - 1))
+    xs = np.concatenate([np.linspace(-1.5, 1.5, 31) * a * lam, [lam, a * lam]])
+    expected = [_integrate(lambda t: min(lam, max(a * lam - t, 0.0) / (a - 1)), abs(x),
+                           [lam, a * lam]) for x in xs]
+    got = prox.scad_penalty(torch.as_tensor(xs), lam, a)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10, atol=1e-12)
+
+
+PENALTIES = {
+    # name: (penalty(x, lam, slack), its knots, its maximum)
+    # knots computed in the dtype as the function computes them, so the floats on either
+    # side of a knot fall in different pieces
+    "mcp_penalty": (lambda x, lam, s: prox.mcp_penalty(x, lam, 1 + s),
+                    lambda lam, s, dt: [torch.tensor(1 + s, dtype=dt) * lam],
+                    lambda lam, s: (1 + s) * lam**2 / 2),
+    "scad_penalty": (lambda x, lam, s: prox.scad_penalty(x, lam, 2 * (1 + s)),
+                     lambda lam, s, dt: [lam,
+                                         torch.tensor(2 * (1 + s), dtype=dt) * lam],
+                     lambda lam, s: (2 * (1 + s) + 1) * lam**2 / 2),
+}
+
+
+@pytest.mark.parametrize("name", PENALTIES)
+@given(xy=pairs(), lam=lams, slack=slacks, dtype=dtypes)
+def test_penalty_shape_bounds_and_lipschitz(name, xy, lam, slack, dtype):
+    f, _, top = PENALTIES[name]
+    x, y = (T(a, dtype) for a in xy)
+    px, py = f(x, lam, slack), f(y, lam, slack)
+    assert px.dtype == dtype and px.shape == x.shape
+    atol = tol(dtype, lam * scale_of(*xy) + top(lam, slack))
+    assert torch.equal(f(-x, lam, slack), px)  # even
+    assert float(f(torch.zeros(3, dtype=dtype), lam, slack).abs().max()) == 0.0
+    assert torch.all(px >= -atol)
+    assert torch.all(px <= lam * x.double().abs() + atol)  # below the l1 penalty
+    assert torch.all(px <= top(lam, slack) + atol)  # and below its plateau
+    # lam-Lipschitz (its slope is in [0, lam] on t >= 0)
+    assert torch.all((px - py).double().abs() <= lam * (x - y).double().abs() + atol)
+
+
+@pytest.mark.parametrize("name", PENALTIES)
+@given(lam=lams, slack=slacks, dtype=dtypes)
+def test_penalty_continuous_at_knots(name, lam, slack, dtype):
+    # the two pieces meeting at a knot k agree there: the values at the floats on either
+    # side of k differ by no more than lam times their distance, up to rounding
+    f, knots, top = PENALTIES[name]
+    for k in knots(torch.tensor(lam, dtype=dtype), slack, dtype):
+        lo, hi = torch.nextafter(k, k.new_tensor(0.0)), torch.nextafter(k, k.new_tensor(np.inf))
+        v = f(torch.stack([lo, hi]), lam, slack).double()
+        jump = float((v[1] - v[0]).abs())
+        assert jump <= lam * float(hi - lo) + tol(dtype, lam * float(k) + top(lam, slack))
+
+
+def test_nonconvex_prox_batched_equals_elementwise(dtype):
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(4, 5, generator=g, dtype=torch.float64) * 4).to(dtype)
+    lam = torch.tensor([[0.0], [0.5], [1.0], [2.0]], dtype=dtype)
+    step = torch.tensor([0.2, 0.5, 1.0, 1.5, 2.0], dtype=dtype)
+    gamma = torch.tensor([1.1, 3.0, 5.0, 2.5, 7.0], dtype=dtype) * 2
+    a = torch.tensor([3.7, 2.5, 4.0, 3.0, 10.0], dtype=dtype)
+    calls = {
+        "prox_mcp": (lambda v, i, j: prox.prox_mcp(v, lam[i, 0], gamma[j], step[j]),
+                     prox.prox_mcp(x, lam, gamma, step)),
+        "prox_scad": (lambda v, i, j: prox.prox_scad(v, lam[i, 0], a[j], step[j]),
+                      prox.prox_scad(x, lam, a, step)),
+        "prox_l0": (lambda v, i, j: prox.prox_l0(v, lam[i, 0], step[j]),
+                    prox.prox_l0(x, lam, step)),
+        "mcp_penalty": (lambda v, i, j: prox.mcp_penalty(v, lam[i, 0], gamma[j]),
+                        prox.mcp_penalty(x, lam, gamma)),
+        "scad_penalty": (lambda v, i, j: prox.scad_penalty(v, lam[i, 0], a[j]),
+                         prox.scad_penalty(x, lam, a)),
+    }
+    for name, (one, batched) in calls.items():
+        assert batched.shape == x.shape and batched.dtype == dtype, name
+        looped = torch.stack([torch.stack([one(x[i, j], i, j) for j in range(5)])
+                              for i in range(4)])
+        torch.testing.assert_close(batched, looped, rtol=0, atol=tol(dtype, 16.0), msg=name)
+    # a 3-D batch is one call too
+    x3 = x.reshape(4, 1, 5).expand(4, 3, 5)
+    torch.testing.assert_close(prox.prox_scad(x3, lam[:, None], a, step)[:, 2],
+                               prox.prox_scad(x, lam, a, step), rtol=0, atol=0)
