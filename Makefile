@@ -53,6 +53,7 @@ student: env
 	$(BIN)/python book/_tools/student_version.py --out _build/student $(NOTEBOOKS)
 
 bench: env
+	$(BIN)/python -m pip install -q --no-deps -r requirements/bench.txt
 	$(BIN)/python -m benchmarks.run --out benchmarks/results
 
 clean:

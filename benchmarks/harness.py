@@ -3,7 +3,8 @@
 A :class:`Case` holds one problem instance: ``setup()`` builds the data (untimed), then the
 ``regref`` callable and every peer callable solve it with the same stopping rule (exact
 solves for direct methods). Each callable gets one warm-up run, whose answer is used for the
-correctness check, then ``repeats`` timed runs in a row; the reported time is the median.
+correctness check, then ``repeats`` timed runs in a row; the reported time is the median
+(a case may cap ``repeats``; with 0, slow cases time the warm-up run itself).
 Callables are timed one block at a time, after a short pause, and never interleaved: after
 a call, OpenBLAS (numpy, scipy, scikit-learn) keeps its worker threads spinning for a while,
 and torch's threads running meanwhile would be slowed by up to 3x on a 2-core machine. ``ratio`` is
@@ -58,7 +59,7 @@ class Case:
     tol: float = 1e-8
     variants: list[Variant] = field(default_factory=list)
     score: Callable[[Any, Any], Any] | None = None  # (data, answer) -> what is compared
-    repeats: int | None = None  # cap on timed runs for slow cases
+    repeats: int | None = None  # cap on timed runs; 0 times the warm-up run (slow cases)
 
 
 @dataclass
@@ -128,7 +129,8 @@ def run_case(case: Case, repeats: int = 5) -> list[Row]:
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     data = case.setup()
-    repeats = min(repeats, case.repeats or repeats)
+    if case.repeats is not None:
+        repeats = min(repeats, case.repeats)
     runs: list[tuple[str, Solver, Any, str]] = [("regref", case.regref, data, "cpu")]
     runs += [(name, fn, data, "cpu") for name, fn in case.peers.items()]
     runs += [(v.name, v.fn, v.prepare(data), v.device) for v in case.variants]
@@ -137,8 +139,11 @@ def run_case(case: Case, repeats: int = 5) -> list[Row]:
     times: dict[str, list[float]] = {name: [] for name, *_ in runs}
     for name, fn, arg, device in runs:
         time.sleep(PAUSE_S)  # let the previous library's spinning worker threads go idle
+        t0 = time.perf_counter()
         answers[name] = fn(arg)  # warm-up; its answer is the one checked
         _sync(device)
+        if repeats == 0:  # slow cases: the warm-up run is the measurement
+            times[name].append(time.perf_counter() - t0)
         for _ in range(repeats):
             t0 = time.perf_counter()
             fn(arg)
