@@ -204,31 +204,20 @@ def _soft(x, t):
     return torch.sign(x) * torch.clamp(x.abs() - t, min=0)
 
 
-def _top_eigenvalue(H: torch.Tensor, v: torch.Tensor | None = None, iters: int = 30):
-    """Largest eigenvalue of a PSD matrix by power iteration from ``v``, inflated 5%.
+def _top_eigenvalue(apply, m: int, like: torch.Tensor, v: torch.Tensor | None = None,
+                    iters: int = 30):
+    """Largest eigenvalue of a PSD operator ``apply`` on R^m by power iteration, +5%.
 
-    Returns ``(eigenvalue, eigenvector)``; pass the vector back to warm-start the next call.
+    Starts from ``v`` (to warm-start from a previous call) or from a ramp, which is not
+    orthogonal to the top eigenvector of a Gram matrix. Returns ``(eigenvalue, vector)``.
     """
-    m = H.shape[0]
-    ramp = 1 + torch.arange(m, dtype=H.dtype, device=H.device) / (7.0 * m)  # not orthogonal to v1
+    ramp = 1 + torch.arange(m, dtype=like.dtype, device=like.device) / (7.0 * m)
     v = ramp if v is None else v + 1e-3 * ramp / math.sqrt(m)
     v = v / v.norm()
     for _ in range(iters):
-        v = H @ v
-        v = v / v.norm().clamp(min=torch.finfo(H.dtype).tiny)
-    return 1.05 * (v @ (H @ v)).clamp(min=torch.finfo(H.dtype).tiny), v
-
-
-def _top_eigenvalue_op(X: torch.Tensor, iters: int = 30) -> torch.Tensor:
-    """Largest eigenvalue of :math:`X^\top X/n` without forming it (power iteration, +5%)."""
-    n, p = X.shape
-    v = torch.ones(p, dtype=X.dtype, device=X.device)
-    v = v + torch.arange(p, dtype=X.dtype, device=X.device) / (7.0 * p)
-    v = v / v.norm()
-    for _ in range(iters):
-        v = X.mT @ (X @ v) / n
-        v = v / v.norm().clamp(min=torch.finfo(X.dtype).tiny)
-    return 1.05 * ((X @ v) @ (X @ v) / n).clamp(min=torch.finfo(X.dtype).tiny)
+        v = apply(v)
+        v = v / v.norm().clamp(min=torch.finfo(like.dtype).tiny)
+    return 1.05 * (v @ apply(v)).clamp(min=torch.finfo(like.dtype).tiny), v
 
 
 def _gram_gap(H, C, yy, W, l1, l2):
@@ -389,7 +378,7 @@ def _enet_columns(XT, C, yy, l1, l2, W, tol, max_iter, cache, H_full=None):
         inner_target = torch.maximum(0.3 * gap, 0.5 * target[live])
         H = cache.gram(Si)
         v0 = cache.v[Si] if cache.v is not None else None
-        lip, v = _top_eigenvalue(H, v0, iters=30 if v0 is None else 8)
+        lip, v = _top_eigenvalue(H.__matmul__, len(Si), H, v0, iters=30 if v0 is None else 8)
         cache.v = torch.zeros(p, dtype=H.dtype, device=H.device).index_copy_(0, Si, v)
         WS, it = _fista(H, C[Si][:, live], yy[live], Wl[Si], l1l, l2l, inner_target,
                         max_iter - n_iter, lip)
@@ -411,8 +400,8 @@ def _enet_columns(XT, C, yy, l1, l2, W, tol, max_iter, cache, H_full=None):
 
 
 def _full_gap(XT, C, yy, W, l1, l2, H_full):
-    """Duality gap of every column on all features, and the smooth part's minus gradient
-    :math:`X^\top(y - Xw)/n - \\lambda_2 w`: two GEMMs on the support (or one with ``H_full``)."""
+    r"""Duality gap of every column on all features, and the smooth part's minus gradient
+    :math:`X^\top(y - Xw)/n - \lambda_2 w`: two GEMMs on the support (or one with ``H_full``)."""
     supp = (W != 0).any(1).nonzero().squeeze(1)
     if H_full is None:
         HW = XT @ (XT[supp].mT @ W[supp]) / XT.shape[1]
@@ -671,13 +660,14 @@ def group_lasso(X, y, lam, groups, *, weights=None, tol=None, max_iter: int = 10
     H = _gram(X) / n if p <= n else None
     C = X.mT @ Y / n
     yy = (Y * Y).sum(0) / (2 * n)
-    step = 1 / (_top_eigenvalue(H)[0] if H is not None else _top_eigenvalue_op(X))
+
+    def gram_apply(V):  # X^T X V / n
+        return H @ V if H is not None else X.mT @ (X @ V) / n
+
+    step = 1 / _top_eigenvalue(gram_apply, p, X)[0]
     thresh = (step * lam * weights)[:, None]
     wcol = weights[:, None]
     tiny = torch.finfo(X.dtype).tiny
-
-    def grad(V):  # gradient of the smooth part
-        return (H @ V if H is not None else X.mT @ (X @ V) / n) - C
 
     def gaps(V):
         R = Y - X @ V
@@ -692,7 +682,7 @@ def group_lasso(X, y, lam, groups, *, weights=None, tol=None, max_iter: int = 10
     g = gaps(W)
     while bool((g > target).any()) and n_iter < max_iter:
         for _ in range(_CHECK_EVERY):
-            V = Z - step * grad(Z)
+            V = Z - step * (gram_apply(Z) - C)
             scale = torch.clamp(1 - thresh / _group_norms(V, gid, n_groups).clamp(min=tiny), min=0)
             W_new = scale[gid] * V
             restart = ((Z - W_new) * (W_new - W)).sum(0) > 0  # gradient restart
