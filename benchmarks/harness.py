@@ -63,6 +63,28 @@ class Case:
 
 
 @dataclass
+class PathData:
+    """A regression problem over a grid of strengths, as numpy arrays (for the peers) and
+    torch tensors (for regref)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    lams: np.ndarray
+    Xt: torch.Tensor
+    yt: torch.Tensor
+    lamst: torch.Tensor
+
+    @classmethod
+    def from_numpy(cls, X: np.ndarray, y: np.ndarray, lams: np.ndarray) -> PathData:
+        return cls(X, y, lams, torch.as_tensor(X), torch.as_tensor(y), torch.as_tensor(lams))
+
+    def on_device(self, device: str, dtype: torch.dtype) -> PathData:
+        """The torch tensors moved to ``device`` and ``dtype`` (numpy arrays untouched)."""
+        return PathData(self.X, self.y, self.lams, self.Xt.to(device, dtype),
+                        self.yt.to(device, dtype), self.lamst.to(device, dtype))
+
+
+@dataclass
 class Row:
     """One measured line: a case at one size against one peer (all times in seconds)."""
 

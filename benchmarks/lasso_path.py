@@ -18,7 +18,6 @@ zero: two solutions whose gaps are both below :math:`10^{-6}` agree to :math:`10
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -27,7 +26,7 @@ from sklearn.linear_model import lasso_path as sklearn_lasso_path
 
 from regref.sparse import lambda_max, lasso_path
 
-from .harness import Case, Variant
+from .harness import Case, PathData, Variant
 
 NAME = "lasso_path"
 N_LAMS = 50
@@ -35,16 +34,7 @@ RHO = 0.5
 GAP = 1e-6
 SIZES = [(500, 5000), (5000, 500), (2000, 20000)]
 QUICK_SIZES = [(40, 120), (120, 40)]
-
-
-@dataclass
-class Data:
-    X: np.ndarray
-    y: np.ndarray
-    lams: np.ndarray
-    Xt: torch.Tensor
-    yt: torch.Tensor
-    lamst: torch.Tensor
+Data = PathData
 
 
 def correlated_design(n: int, p: int, rho: float, rng: np.random.Generator) -> np.ndarray:
@@ -59,6 +49,7 @@ def correlated_design(n: int, p: int, rho: float, rng: np.random.Generator) -> n
 
 
 def make_data(n: int, p: int, seed: int = 0) -> Data:
+    """Correlated design, 2% of the features active, signal-to-noise 3; 50 strengths."""
     rng = np.random.default_rng(seed)
     X = correlated_design(n, p, RHO, rng)
     w = np.zeros(p)
@@ -102,8 +93,7 @@ def skglm_path(d: Data) -> np.ndarray:
 
 
 def on_device(d: Data, device: str, dtype: torch.dtype) -> Data:
-    return Data(d.X, d.y, d.lams, d.Xt.to(device, dtype), d.yt.to(device, dtype),
-                d.lamst.to(device, dtype))
+    return d.on_device(device, dtype)
 
 
 def _peers(quick: bool) -> dict:

@@ -14,7 +14,6 @@ Two problems per size, both without intercept, float64:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -23,7 +22,7 @@ from sklearn.linear_model import Ridge, RidgeCV
 
 from regref.ridge import ridge, ridge_loo, ridge_path
 
-from .harness import Case, Variant
+from .harness import Case, PathData, Variant
 
 NAME = "ridge_path"
 N_LAMS = 50
@@ -34,16 +33,7 @@ SIZES = [(1000, 400, False), (5000, 200, True), (400, 2000, False)]
 QUICK_SIZES = [(60, 20, True), (20, 60, True)]
 
 
-@dataclass
-class Data:
-    """The same problem as numpy arrays (for scikit-learn) and torch tensors (for regref)."""
-
-    X: np.ndarray
-    y: np.ndarray
-    lams: np.ndarray
-    Xt: torch.Tensor
-    yt: torch.Tensor
-    lamst: torch.Tensor
+Data = PathData
 
 
 def make_data(n: int, p: int, n_lams: int = N_LAMS, seed: int = 0) -> Data:
@@ -56,13 +46,11 @@ def make_data(n: int, p: int, n_lams: int = N_LAMS, seed: int = 0) -> Data:
     X = rng.standard_normal((n, p))
     y = X @ (rng.standard_normal(p) / np.sqrt(p)) + rng.standard_normal(n)
     lams = p * np.logspace(-3, 3, n_lams)
-    return Data(X, y, lams, torch.as_tensor(X), torch.as_tensor(y), torch.as_tensor(lams))
+    return Data.from_numpy(X, y, lams)
 
 
 def on_device(d: Data, device: str, dtype: torch.dtype) -> Data:
-    """The regref tensors moved to ``device`` and ``dtype`` (numpy arrays untouched)."""
-    return Data(d.X, d.y, d.lams, d.Xt.to(device, dtype), d.yt.to(device, dtype),
-                d.lamst.to(device, dtype))
+    return d.on_device(device, dtype)
 
 
 def regref_path(d: Data) -> torch.Tensor:

@@ -117,12 +117,19 @@ def _primal_dual(X, y, w, l1, l2):
     return primal, dual, s, r
 
 
-def _columns(X, y, w):
-    """(n, k), (p, k) views and a function restoring ``y``'s trailing shape."""
+def _certificate_args(X, y, w, lam, l1_ratio):
+    """Validate the arguments of the certificates; ``y``, ``w`` as (n, k), (p, k) columns.
+
+    Returns ``(X, Y, W, l1, l2, shape)``; ``shape`` turns a last dimension of size k back
+    into ``y``'s trailing dimensions (none for a 1-D ``y``).
+    """
+    X, y = check_data(X, y)
+    w = _weights_like(w, X, y)
+    lam = check_strength(lam, "lam", X, positive=True)
+    rho = _l1_ratio(l1_ratio)
     k_shape = tuple(y.shape[1:])
-    Y = y.reshape(y.shape[0], -1)
-    W = w.reshape(w.shape[0], -1)
-    return Y, W, (lambda t: t.reshape(k_shape))
+    Y, W = y.reshape(y.shape[0], -1), w.reshape(w.shape[0], -1)
+    return X, Y, W, lam * rho, lam * (1 - rho), (lambda t: t.reshape(t.shape[:-1] + k_shape))
 
 
 def dual_point(X, y, w, lam, l1_ratio=1.0) -> torch.Tensor:
@@ -140,13 +147,9 @@ def dual_point(X, y, w, lam, l1_ratio=1.0) -> torch.Tensor:
     -------
     theta : tensor of shape (n,) or (n, k), like ``y``
     """
-    X, y = check_data(X, y)
-    w = _weights_like(w, X, y)
-    lam = check_strength(lam, "lam", X, positive=True)
-    rho = _l1_ratio(l1_ratio)
-    Y, W, _ = _columns(X, y, w)
-    _, _, s, r = _primal_dual(X, Y, W, lam * rho, lam * (1 - rho))
-    return (r / (X.shape[0] * s)).reshape(y.shape)
+    X, Y, W, l1, l2, shape = _certificate_args(X, y, w, lam, l1_ratio)
+    _, _, s, r = _primal_dual(X, Y, W, l1, l2)
+    return shape(r / (X.shape[0] * s))
 
 
 def duality_gap(X, y, w, lam, l1_ratio=1.0) -> torch.Tensor:
@@ -166,12 +169,8 @@ def duality_gap(X, y, w, lam, l1_ratio=1.0) -> torch.Tensor:
     -------
     tensor of shape () or (k,)
     """
-    X, y = check_data(X, y)
-    w = _weights_like(w, X, y)
-    lam = check_strength(lam, "lam", X, positive=True)
-    rho = _l1_ratio(l1_ratio)
-    Y, W, shape = _columns(X, y, w)
-    primal, dual, _, _ = _primal_dual(X, Y, W, lam * rho, lam * (1 - rho))
+    X, Y, W, l1, l2, shape = _certificate_args(X, y, w, lam, l1_ratio)
+    primal, dual, _, _ = _primal_dual(X, Y, W, l1, l2)
     return shape(primal - dual)
 
 
@@ -187,12 +186,7 @@ def kkt_violation(X, y, w, lam, l1_ratio=1.0) -> torch.Tensor:
     -------
     tensor of shape () or (k,)
     """
-    X, y = check_data(X, y)
-    w = _weights_like(w, X, y)
-    lam = check_strength(lam, "lam", X, positive=True)
-    rho = _l1_ratio(l1_ratio)
-    l1, l2 = lam * rho, lam * (1 - rho)
-    Y, W, shape = _columns(X, y, w)
+    X, Y, W, l1, l2, shape = _certificate_args(X, y, w, lam, l1_ratio)
     g = X.mT @ (Y - X @ W) / X.shape[0] - l2 * W
     viol = torch.where(W != 0, (g - l1 * torch.sign(W)).abs(), (g.abs() - l1).clamp(min=0))
     return shape(viol.amax(dim=0))
