@@ -340,10 +340,21 @@ def _enet_columns(XT, C, yy, l1, l2, W, tol, max_iter, cache, H_full=None):
     live = torch.arange(W.shape[1], device=W.device)
     gaps = torch.full_like(yy, torch.inf, dtype=torch.float64)
     stalled = torch.zeros_like(yy, dtype=torch.long)  # outer iterations without progress
+    polish = tol <= _POLISH_TOL
+    sign = torch.sign(W)
     n_iter = 0
     while True:
         Wl, l1l, l2l = W[:, live], l1[live], l2[live]
         gap, G = _full_gap(XT, C[:, live], yy[live], Wl, l1l, l2l, H_full)
+        # Columns whose support and signs survived the last inner solve: try the exact solve.
+        stable = (gap > target[live]) & (torch.sign(Wl) == sign[:, live]).all(0) \
+            & (Wl != 0).any(0)
+        if polish and n_iter and bool(stable.any()):
+            Wl[:, stable], gap[stable], G[:, stable] = _polish_columns(
+                XT, C[:, live[stable]], yy[live[stable]], Wl[:, stable], l1l[stable],
+                l2l[stable], cache, H_full, gap[stable], G[:, stable])
+            W[:, live] = Wl
+        sign[:, live] = torch.sign(Wl)
         stalled[live] = torch.where(gap < 0.99 * gaps[live], 0, stalled[live] + 1)
         gaps[live] = gap
         todo = (gap > target[live]) & (stalled[live] < 3)
@@ -382,15 +393,22 @@ def _enet_columns(XT, C, yy, l1, l2, W, tol, max_iter, cache, H_full=None):
         W[:, live] = Wl
     # Finish with an exact solve on each support; keep it where it certifies better. Only
     # for tight tolerances: a gap of tol only bounds the coefficient error by sqrt(tol).
-    supp = (W != 0).any(1).nonzero().squeeze(1)
-    if tol <= _POLISH_TOL and supp.numel():
-        P = torch.zeros_like(W)
-        P[supp] = _polish(cache.gram(supp), C[supp], W[supp], l1, l2)
-        gap_p, _ = _full_gap(XT, C, yy, P, l1, l2, H_full)
-        better = gap_p <= gaps
-        W = torch.where(better, P, W)
-        gaps = torch.where(better, gap_p, gaps)
+    if polish and bool((W != 0).any()):
+        W, gaps, _ = _polish_columns(XT, C, yy, W, l1, l2, cache, H_full, gaps,
+                                     torch.empty_like(W))
     return W, gaps, n_iter
+
+
+def _polish_columns(XT, C, yy, W, l1, l2, cache, H_full, gap, G):
+    """:func:`_polish` every column on the union of the supports; keep the exact solve where
+    its full duality gap is smaller. Returns the updated ``(W, gap, G)``."""
+    supp = (W != 0).any(1).nonzero().squeeze(1)
+    P = torch.zeros_like(W)
+    P[supp] = _polish(cache.gram(supp), C[supp], W[supp], l1, l2)
+    gap_p, G_p = _full_gap(XT, C, yy, P, l1, l2, H_full)
+    better = gap_p <= gap
+    return (torch.where(better, P, W), torch.where(better, gap_p, gap),
+            torch.where(better, G_p, G))
 
 
 def _full_gap(XT, C, yy, W, l1, l2, H_full):
