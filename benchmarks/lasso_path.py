@@ -34,6 +34,9 @@ RHO = 0.5
 GAP = 1e-6
 SIZES = [(500, 5000), (5000, 500), (2000, 20000)]
 QUICK_SIZES = [(40, 120), (120, 40)]
+SLOW = 5e6  # n * p above which a case is timed once, on its warm-up run
+NOTE = (f"Cases with n·p above {SLOW:.0e} are timed once (their warm-up run); skglm's numba "
+        "kernels are compiled before any timing.")
 Data = PathData
 
 
@@ -120,5 +123,5 @@ def cases(quick: bool = False) -> list[Case]:
                                 tol=2 * GAP, device="cuda")]
         out.append(Case("lasso_path", {"n": n, "p": p, "L": N_LAMS}, partial(make_data, n, p),
                         regref_path, _peers(quick), tol=2 * GAP, variants=variants,
-                        score=relative_objectives, repeats=0 if n * p > 5e6 else None))
+                        score=relative_objectives, repeats=0 if n * p > SLOW else None))
     return out

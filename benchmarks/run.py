@@ -17,6 +17,7 @@ from pathlib import Path
 from . import harness, lasso_path, ridge_path
 
 SUITES = {ridge_path.NAME: ridge_path.cases, lasso_path.NAME: lasso_path.cases}
+SUITE_NOTES = {lasso_path.NAME: lasso_path.NOTE}
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 NOTE = ("ratio = peer time / regref time (above 1: regref is faster). max rel. diff: "
@@ -37,11 +38,17 @@ def run_suite(name: str, out: Path, quick: bool = False, repeats: int = 3,
     result = {"suite": name, "machine": info, "repeats": repeats, "quick": quick,
               "rows": [asdict(r) for r in rows]}
     out.mkdir(parents=True, exist_ok=True)
-    md = (harness.machine_line(info, repeats) + "\n\n" + harness.markdown_table(rows)
-          + "\n" + NOTE + "\n")
-    (out / f"{name}.md").write_text(md)
+    (out / f"{name}.md").write_text(render(result))
     (out / f"{name}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     return result
+
+
+def render(result: dict) -> str:
+    """The markdown table of a suite's result (as stored in ``<name>.json``)."""
+    rows = [harness.Row(**r) for r in result["rows"]]
+    note = " ".join(filter(None, [NOTE, SUITE_NOTES.get(result["suite"], "")]))
+    return (harness.machine_line(result["machine"], result["repeats"]) + "\n\n"
+            + harness.markdown_table(rows) + "\n" + note + "\n")
 
 
 def run_all(out: Path = DEFAULT_OUT, quick: bool = False, repeats: int | None = None,
