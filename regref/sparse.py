@@ -274,7 +274,7 @@ def _fista(H, C, yy, W, l1, l2, target, max_iter, lip):
 
 
 def _gram(X: torch.Tensor, blocks: int = 4) -> torch.Tensor:
-    """:math:`X^\top X` from the upper block triangle only (5/8 of the flops of one GEMM)."""
+    r""":math:`X^\top X` from the upper block triangle only (5/8 of the flops of one GEMM)."""
     p = X.shape[1]
     edges = [p * i // blocks for i in range(blocks + 1)]
     G = X.new_empty(p, p)
@@ -287,7 +287,7 @@ def _gram(X: torch.Tensor, blocks: int = 4) -> torch.Tensor:
 
 
 class _GramCache:
-    """:math:`X_K^\top X_K / n` for a growing set :math:`K` of features.
+    r""":math:`X_K^\top X_K / n` for a growing set :math:`K` of features.
 
     A working set :math:`S \\subseteq K` then costs a gather, and adding features
     :math:`N` costs one :math:`n|N|(|K|+|N|)` product instead of :math:`n|S|^2`.
