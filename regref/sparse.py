@@ -289,7 +289,7 @@ def _gram(X: torch.Tensor, blocks: int = 4) -> torch.Tensor:
 class _GramCache:
     r""":math:`X_K^\top X_K / n` for a growing set :math:`K` of features.
 
-    A working set :math:`S \\subseteq K` then costs a gather, and adding features
+    A working set :math:`S \subseteq K` then costs a gather, and adding features
     :math:`N` costs one :math:`n|N|(|K|+|N|)` product instead of :math:`n|S|^2`.
     ``XT`` is :math:`X^\top`, contiguous, so features are rows. With ``full`` (the whole
     Gram matrix, Gram mode) it only gathers.
