@@ -14,10 +14,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from . import harness, lasso_path, ridge_path
+from . import harness, lasso_path, ridge_path, sinkhorn
 
-SUITES = {ridge_path.NAME: ridge_path.cases, lasso_path.NAME: lasso_path.cases}
-SUITE_NOTES = {lasso_path.NAME: lasso_path.NOTE}
+SUITES = {ridge_path.NAME: ridge_path.cases, lasso_path.NAME: lasso_path.cases,
+          sinkhorn.NAME: sinkhorn.cases}
+SUITE_NOTES = {lasso_path.NAME: lasso_path.NOTE, sinkhorn.NAME: sinkhorn.NOTE}
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 NOTE = ("ratio = peer time / regref time (above 1: regref is faster). max rel. diff: "
