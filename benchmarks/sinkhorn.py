@@ -31,7 +31,7 @@ from .harness import Case, Variant
 NAME = "sinkhorn"
 TOL = 1e-9
 SIZES = [(500, 0.1), (500, 0.01), (2000, 0.1), (2000, 0.01), (8000, 0.1), (8000, 0.01)]
-QUICK_SIZES = [(60, 0.1), (60, 0.01)]
+QUICK_SIZES = [(40, 0.1)]
 BATCH, BATCH_N = 64, 256
 SLOW = 4000  # n above which a case is timed once, on its warm-up run
 NOTE = (f"Cases with n above {SLOW} are timed once (their warm-up run). eps is given as a "
@@ -91,7 +91,7 @@ def cases(quick: bool = False) -> list[Case]:
         out.append(Case("sinkhorn", {"n": n, "eps/median": frac, "B": 1},
                         partial(make_problem, n, frac), regref_sinkhorn, peers, tol=1e-6,
                         variants=variants, repeats=0 if n > SLOW else None))
-    n_b = 32 if quick else BATCH_N
+    n_b = 16 if quick else BATCH_N
     out.append(Case("sinkhorn", {"n": n_b, "eps/median": 0.1, "B": BATCH},
                     partial(make_problem, n_b, 0.1, BATCH), regref_sinkhorn,
                     {"POT `sinkhorn_log`, looped": pot}, tol=1e-6))
