@@ -66,13 +66,21 @@ def _problem(a, b, C):
     if a.ndim == 2 and b.ndim == 2 and a.shape[0] != b.shape[0]:
         raise ValueError(f"a and b have different batch sizes {a.shape[0]} and {b.shape[0]}")
     a, b = a.reshape(-1, n).expand(B, n), b.reshape(-1, m).expand(B, m)
-    mass_a, mass_b = a.sum(1), b.sum(1)
+    return a, _same_mass(a, b), C.reshape(-1, n, m), batched
+
+
+def _same_mass(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Check that every row of ``a`` and ``b`` has the same positive mass (1e-8 relative, or
+    the dtype's rounding); return ``b`` rescaled to ``a``'s mass exactly, so that both
+    marginals can hold at once."""
+    mass_a, mass_b = a.double().sum(-1), b.double().sum(-1)
     if bool((mass_a <= 0).any()):
         raise ValueError("a must have positive total mass")
-    if bool(((mass_a - mass_b).abs() > 1e-8 * torch.maximum(mass_a, mass_b)).any()):
-        raise ValueError("a and b must have the same total mass (within 1e-8 relative), got "
-                         f"{mass_a.tolist()[:3]} and {mass_b.tolist()[:3]}")
-    return a, b, C.reshape(-1, n, m), batched
+    rel = max(1e-8, 8 * torch.finfo(a.dtype).eps)
+    if bool(((mass_a - mass_b).abs() > rel * torch.maximum(mass_a, mass_b)).any()):
+        raise ValueError(f"a and b must have the same total mass (within {rel:.0e} relative), "
+                         f"got {mass_a.tolist()[:3]} and {mass_b.tolist()[:3]}")
+    return b * (mass_a / mass_b).to(b.dtype)[..., None]
 
 
 def _options(tol, max_iter, check_every, dtype):
@@ -114,11 +122,12 @@ def _sinkhorn_log(a, b, lse_rows, lse_cols, eps, tol, max_iter, check_every, sch
         v = g / e
         s = lse_rows(v, e)
         while True:
-            for _ in range(check_every):
+            steps = min(check_every, max(max_iter - n_iter, 1))  # never past max_iter
+            for _ in range(steps):
                 u = la - s
                 v = lb - lse_cols(u, e)
                 s = lse_rows(v, e)
-            n_iter += check_every
+            n_iter += steps
             err = (torch.exp(u + s) - a).abs().sum(1) / mass  # row marginal error, relative
             if bool((err <= stage_tol).all()) or n_iter >= max_iter:
                 break
@@ -135,7 +144,12 @@ def _sinkhorn_log(a, b, lse_rows, lse_cols, eps, tol, max_iter, check_every, sch
 def _schedule(eps_schedule, eps: float):
     if eps_schedule is None:
         return []
-    sched = [_eps(e) for e in eps_schedule]
+    try:
+        sched = [float(e) for e in eps_schedule]
+    except (TypeError, ValueError) as err:
+        raise ValueError("eps_schedule must be a sequence of numbers") from err
+    if not all(math.isfinite(e) and e > 0 for e in sched):
+        raise ValueError(f"eps_schedule must hold positive finite numbers, got {sched}")
     if any(e < eps for e in sched):
         raise ValueError("eps_schedule must not go below eps (it ends at eps)")
     return [e for e in sched if e > eps]
@@ -332,9 +346,7 @@ def sinkhorn_points(x, y, eps, a=None, b=None, *, chunk: int = 4096, tol=None,
     tol, max_iter, check_every = _options(tol, max_iter, check_every, x.dtype)
     if int(chunk) != chunk or chunk < 1:
         raise ValueError(f"chunk must be a positive integer, got {chunk}")
-    mass_a, mass_b = a.sum(), b.sum()
-    if float(mass_a) <= 0 or float((mass_a - mass_b).abs()) > 1e-8 * float(max(mass_a, mass_b)):
-        raise ValueError("a and b must have the same positive total mass (within 1e-8 relative)")
+    b = _same_mass(a[None], b[None])[0]
 
     def blocked_lse(p, q, w, e):  # LSE_j (w_j - |p_i - q_j|^2 / e) for every i, by row blocks
         return torch.cat([torch.logsumexp(w[None, :] - _sq_dist(p[i:i + chunk], q) / e, dim=1)
