@@ -682,9 +682,12 @@ def sparse_ot(a, b, C, gamma, k, *, tol=None, max_iter: int = 200, return_info: 
     top-``k`` sets are unambiguous at the dual optimum; when the optimum sits on a tie (the
     relaxed plan needs more than ``k`` entries in a column) the certificate reports the
     marginal error that remains, and a :class:`regref.ConvergenceWarning` is issued.
-    ``k >= n`` is :func:`quadratic_ot`; ``k = 1`` with uniform weights and :math:`n = m`
-    gives an optimal assignment, i.e. an unregularized optimal plan, for every ``gamma``
-    (the relaxed regularizer is then constant on :math:`U(a, b)`).
+    ``k >= n`` is :func:`quadratic_ot`. For ``k = 1`` with uniform weights and
+    :math:`n = m` the feasible plans are the assignments, on which the regularizer is
+    constant, so the solutions are the unregularized optimal assignments for every
+    ``gamma``; the dual ascent reaches one on the book's problems, but it can stall at ties
+    (seen for some ``gamma`` near 1), and then the certificate reports the marginal error
+    left and a warning is issued.
 
     Algorithm and cost: as :func:`quadratic_ot` (semismooth Newton on the dual, restricted to
     the top-:math:`k` supports, with an exact block sweep when the line search finds no
