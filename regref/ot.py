@@ -203,12 +203,31 @@ def sinkhorn_potentials(a, b, C, eps, *, tol=None, max_iter: int = 10_000,
     return (f, g, info) if return_info else (f, g)
 
 
+_CPU_BLOCK = 1 << 18  # cost entries per batch block on a CPU (2 MB in float64: cache-sized)
+
+
 def _potentials(a, b, C, eps, tol=None, max_iter=10_000, check_every=10, eps_schedule=None):
-    """:func:`sinkhorn_potentials` on validated, batched input: (B, n), (B, m), (B or 1, n, m)."""
+    """:func:`sinkhorn_potentials` on validated, batched input: (B, n), (B, m), (B or 1, n, m).
+
+    On a GPU the whole batch is one pass. On a CPU the batch is split into blocks whose
+    (block, n, m) temporaries stay in cache: the log-sum-exps are memory-bound, and one
+    batch larger than the cache is slower than a loop over small problems.
+    """
     eps = _eps(eps)
     tol, max_iter, check_every = _options(tol, max_iter, check_every, C.dtype)
-    return _sinkhorn_log(a, b, *_dense_ops(C), eps, tol, max_iter, check_every,
-                         _schedule(eps_schedule, eps), torch.zeros_like(b))
+    per = len(a) if a.is_cuda else max(1, _CPU_BLOCK // (C.shape[1] * C.shape[2]))
+    parts = []
+    for i in range(0, len(a), per):
+        Ci = C if C.shape[0] == 1 else C[i:i + per]
+        parts.append(_sinkhorn_log(a[i:i + per], b[i:i + per], *_dense_ops(Ci), eps, tol,
+                                   max_iter, check_every, _schedule(eps_schedule, eps),
+                                   torch.zeros_like(b[i:i + per])))
+    if len(parts) == 1:
+        return parts[0]
+    f, g, infos = zip(*parts, strict=True)
+    info = Info(n_iter=max(i.n_iter for i in infos), converged=all(i.converged for i in infos),
+                certificate=max(i.certificate for i in infos))
+    return torch.cat(f), torch.cat(g), info
 
 
 def sinkhorn(a, b, C, eps, *, tol=None, max_iter: int = 10_000, check_every: int = 10,
