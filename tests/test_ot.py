@@ -745,3 +745,14 @@ def test_cuda_matches_cpu(rng):
         Pg = torch.exp((fg.cpu().double()[:, None] + gg.cpu().double()[None, :] - Cx) / 0.5)
         assert float((Pc - Pg).abs().sum()) <= SENSITIVITY * max(tight, tol(
             dtype, expo_scale(np.ones(50) / 50, np.ones(40) / 40, Cx.numpy(), 0.5)))
+
+
+def test_divergence_self_terms_do_not_stall_on_clustered_clouds():
+    """Alternating updates stall near 1e-7 on OT(b, b) here; the symmetric ones converge
+    (a ConvergenceWarning would be an error under the test configuration)."""
+    rng = np.random.default_rng(20240607)
+    x = rng.standard_normal((9, 2))
+    y = rng.standard_normal((7, 2)) + 0.7
+    s = ot.sinkhorn_divergence(x, y, 0.5)
+    assert float(s) > 0
+    assert abs(float(ot.sinkhorn_divergence(x, x, 0.5))) < 1e-12
