@@ -95,13 +95,14 @@ def _same_mass(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _options(tol, max_iter, check_every, dtype):
     if tol is None:  # float32 cannot certify marginals much below 1e-6 of the mass
         tol = 1e-9 if dtype == torch.float64 else 1e-5
-    tol = float(tol)
-    if not (math.isfinite(tol) and tol > 0):
-        raise ValueError(f"tol must be a positive finite number, got {tol}")
-    for name, v in (("max_iter", max_iter), ("check_every", check_every)):
-        if int(v) != v or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v}")
-    return tol, int(max_iter), int(check_every)
+    return (_positive(tol, "tol"), _positive_int(max_iter, "max_iter"),
+            _positive_int(check_every, "check_every"))
+
+
+def _positive_int(value, name: str) -> int:
+    if int(value) != value or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return int(value)
 
 
 # ----------------------------------------------------------------------------- the solver
@@ -430,12 +431,6 @@ _STALL = 20  # Newton steps without a 0.1% smaller marginal error after which a 
 _DAMP = 1e-4  # Levenberg damping of the Newton system, in units of support counts, times the error
 
 
-def _max_iter(max_iter) -> int:
-    if int(max_iter) != max_iter or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive integer, got {max_iter}")
-    return int(max_iter)
-
-
 # ----------------------------------------------------------------------------- exact OT
 
 def _is_uniform(w: torch.Tensor) -> bool:
@@ -700,7 +695,8 @@ def _regularized_ot(a, b, C, gamma, k, tol, max_iter, return_info, name):
         raise ValueError(f"k must be a positive integer, got {k}")
     k = C_.shape[1] if k is None else min(int(k), C_.shape[1])
     with torch.no_grad():
-        P, _, _, info = _solve_dual(*_f64(a_, b_, C_), gamma, k, tol, _max_iter(max_iter), name)
+        P, _, _, info = _solve_dual(*_f64(a_, b_, C_), gamma, k, tol,
+                                    _positive_int(max_iter, "max_iter"), name)
     P = P.to(C_.dtype)
     P = P if batched else P[0]
     return (P, info) if return_info else P
