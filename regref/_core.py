@@ -64,6 +64,21 @@ def as_float_tensor(x, name: str, like: torch.Tensor | None = None) -> torch.Ten
     return t
 
 
+def check_positive(value, name: str) -> float:
+    """A positive finite number (a tolerance, a strength); ``ValueError`` otherwise."""
+    v = float(value)
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value}")
+    return v
+
+
+def check_positive_int(value, name: str) -> int:
+    """A positive integer (an iteration budget, a block size); ``ValueError`` otherwise."""
+    if int(value) != value or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return int(value)
+
+
 def check_finite(t: torch.Tensor, name: str) -> torch.Tensor:
     """Raise ``ValueError`` if ``t`` holds NaN or infinity."""
     if not bool(torch.isfinite(t).all()):

@@ -20,7 +20,15 @@ import warnings
 
 import torch
 
-from ._core import ConvergenceWarning, Info, as_float_tensor, check_finite, check_ndim
+from ._core import (
+    ConvergenceWarning,
+    Info,
+    as_float_tensor,
+    check_finite,
+    check_ndim,
+    check_positive,
+    check_positive_int,
+)
 
 __all__ = [
     "sinkhorn",
@@ -37,15 +45,8 @@ __all__ = [
 
 # ----------------------------------------------------------------------------- validation
 
-def _positive(value, name: str) -> float:
-    v = float(value)
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be a positive finite number, got {value}")
-    return v
-
-
 def _eps(eps) -> float:
-    return _positive(eps, "eps")
+    return check_positive(eps, "eps")
 
 
 def _weights(w, name: str, like: torch.Tensor, size: int, batch: int | None):
@@ -95,14 +96,8 @@ def _same_mass(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _options(tol, max_iter, check_every, dtype):
     if tol is None:  # float32 cannot certify marginals much below 1e-6 of the mass
         tol = 1e-9 if dtype == torch.float64 else 1e-5
-    return (_positive(tol, "tol"), _positive_int(max_iter, "max_iter"),
-            _positive_int(check_every, "check_every"))
-
-
-def _positive_int(value, name: str) -> int:
-    if int(value) != value or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value}")
-    return int(value)
+    return (check_positive(tol, "tol"), check_positive_int(max_iter, "max_iter"),
+            check_positive_int(check_every, "check_every"))
 
 
 # ----------------------------------------------------------------------------- the solver
@@ -689,14 +684,16 @@ def _regularized_ot(a, b, C, gamma, k, tol, max_iter, return_info, name):
     """Validate, solve the (k-sparse) quadratic dual in float64, return the plan."""
     a_, b_, C_, batched = _problem(a, b, C)
     C_ = C_.expand(len(a_), -1, -1)
-    gamma = _positive(gamma, "gamma")
-    tol = (1e-9 if C_.dtype == torch.float64 else 1e-5) if tol is None else _positive(tol, "tol")
+    gamma = check_positive(gamma, "gamma")
+    if tol is None:
+        tol = 1e-9 if C_.dtype == torch.float64 else 1e-5
+    tol = check_positive(tol, "tol")
     if k is not None and (isinstance(k, bool) or int(k) != k or k < 1):
         raise ValueError(f"k must be a positive integer, got {k}")
     k = C_.shape[1] if k is None else min(int(k), C_.shape[1])
     with torch.no_grad():
         P, _, _, info = _solve_dual(*_f64(a_, b_, C_), gamma, k, tol,
-                                    _positive_int(max_iter, "max_iter"), name)
+                                    check_positive_int(max_iter, "max_iter"), name)
     P = P.to(C_.dtype)
     P = P if batched else P[0]
     return (P, info) if return_info else P
@@ -800,7 +797,7 @@ def monge_gap(x, T_x, eps=None, **options) -> torch.Tensor:
     check_finite(x, "x")
     check_finite(T_x, "T_x")
     if eps is not None:
-        eps = _positive(eps, "eps")
+        eps = check_positive(eps, "eps")
     X, Y = (x[:, None], T_x[:, None]) if x.ndim == 1 else (x, T_x)
     n = X.shape[0]
     C = ((X[:, None, :] - Y[None, :, :]) ** 2).sum(-1)

@@ -32,6 +32,8 @@ from ._core import (
     as_float_tensor,
     check_data,
     check_finite,
+    check_positive,
+    check_positive_int,
     check_strength,
 )
 
@@ -56,10 +58,7 @@ _STALL = 30  # checks without a 1% better gap after which a column is considered
 def _default_tol(tol, X: torch.Tensor) -> float:
     if tol is None:
         return 1e-10 if X.dtype == torch.float64 else 1e-5
-    tol = float(tol)
-    if not (math.isfinite(tol) and tol > 0):
-        raise ValueError(f"tol must be a positive finite number, got {tol}")
-    return tol
+    return check_positive(tol, "tol")
 
 
 def _l1_ratio(l1_ratio) -> float:
@@ -67,12 +66,6 @@ def _l1_ratio(l1_ratio) -> float:
     if not (0 < r <= 1):
         raise ValueError(f"l1_ratio must be in (0, 1], got {l1_ratio}")
     return r
-
-
-def _max_iter(max_iter) -> int:
-    if int(max_iter) != max_iter or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive integer, got {max_iter}")
-    return int(max_iter)
 
 
 def _weights_like(w, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -453,7 +446,7 @@ def _path(X, y, lams, l1_ratio, tol, max_iter, batch_size):
     Y = y.reshape(n, -1)
     k = Y.shape[1]
     tol = _default_tol(tol, X)
-    max_iter = _max_iter(max_iter)
+    max_iter = check_positive_int(max_iter, "max_iter")
     C = X.mT @ Y / n
     yy = (Y * Y).sum(0) / (2 * n)
     H_full = _gram(X) / n if p <= n else None  # Gram mode: products are (p, p) @ (p, B)
@@ -541,14 +534,9 @@ def lasso_path(X, y, lams, *, tol=None, max_iter: int = 100_000, batch_size: int
     """
     X, y = check_data(X, y)
     lams = check_strength(lams, "lams", X, positive=True, ndims=(1,))
-    W, info = _path(X, y, lams, 1.0, tol, max_iter, _batch(batch_size))
+    W, info = _path(X, y, lams, 1.0, tol, max_iter,
+                    None if batch_size is None else check_positive_int(batch_size, "batch_size"))
     return _finish(W, y, info, return_info)
-
-
-def _batch(batch_size):
-    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
-    return batch_size
 
 
 def _single(result, return_info):
@@ -667,7 +655,7 @@ def group_lasso(X, y, lam, groups, *, weights=None, tol=None, max_iter: int = 10
         if len(weights) != n_groups:
             raise ValueError(f"weights must have one entry per group ({n_groups}), "
                              f"got {len(weights)}")
-    tol, max_iter = _default_tol(tol, X), _max_iter(max_iter)
+    tol, max_iter = _default_tol(tol, X), check_positive_int(max_iter, "max_iter")
     Y = y.reshape(n, -1)
     H = _gram(X) / n if p <= n else None
     C = X.mT @ Y / n
