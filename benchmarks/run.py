@@ -14,11 +14,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from . import harness, lasso_path, ridge_path, sinkhorn
+from . import graphical_lasso, harness, lasso_path, ridge_path, sinkhorn, soft_impute, tv_denoise
 
-SUITES = {ridge_path.NAME: ridge_path.cases, lasso_path.NAME: lasso_path.cases,
-          sinkhorn.NAME: sinkhorn.cases}
-SUITE_NOTES = {lasso_path.NAME: lasso_path.NOTE, sinkhorn.NAME: sinkhorn.NOTE}
+_MODULES = (ridge_path, lasso_path, soft_impute, graphical_lasso, sinkhorn, tv_denoise)
+SUITES = {m.NAME: m.cases for m in _MODULES}
+SUITE_NOTES = {m.NAME: m.NOTE for m in _MODULES if getattr(m, "NOTE", "")}
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 NOTE = ("ratio = peer time / regref time (above 1: regref is faster). max rel. diff: "

@@ -4,16 +4,23 @@ One module per family of regularizers (see the book, "Regularization, executable
 
 - :mod:`regref.prox` -- proximal operators shared by every family;
 - :mod:`regref.ridge` -- ridge, Tikhonov, kernel ridge and random features;
+- :mod:`regref.selection` -- choosing the strength: cross-validation, LOO/GCV, SURE,
+  evidence and hypergradients;
 - :mod:`regref.sparse` -- lasso, elastic net and group lasso, certified by the duality gap;
-- :mod:`regref.ot` -- entropic (Sinkhorn), exact, quadratic and sparse optimal transport.
+- :mod:`regref.lowrank` -- nuclear norm, singular value thresholding, matrix completion,
+  spectral norms and orthogonality;
+- :mod:`regref.covariance` -- the graphical lasso and total positivity;
+- :mod:`regref.ot` -- entropic (Sinkhorn), exact, quadratic and sparse optimal transport;
+- :mod:`regref.tv` -- total variation, deconvolution and plug-and-play for inverse problems.
 
 Every function takes and returns ``torch.Tensor`` (array-likes are converted), keeps
 the input's device and dtype, and raises ``ValueError`` on bad input.
 """
 
-from . import ot, prox, ridge, sparse
+from . import covariance, lowrank, ot, prox, ridge, selection, sparse, tv
 from ._core import ConvergenceWarning, Info
 
 __version__ = "0.1.0"
 
-__all__ = ["ConvergenceWarning", "Info", "ot", "prox", "ridge", "sparse", "__version__"]
+__all__ = ["ConvergenceWarning", "Info", "covariance", "lowrank", "ot", "prox", "ridge", "selection",
+           "sparse", "tv", "__version__"]

@@ -1,0 +1,8 @@
+"""Benchmark suite (stub, being written)."""
+
+NAME = "graphical_lasso"
+NOTE = ""
+
+
+def cases(quick: bool = False) -> list:
+    return []

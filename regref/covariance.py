@@ -1,0 +1,1 @@
+"""Sparse inverse covariance: the graphical lasso with screening (chapter 06)."""

@@ -1,0 +1,1 @@
+"""Total variation, Tikhonov deconvolution and plug-and-play for inverse problems (chapter 16)."""
