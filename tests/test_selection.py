@@ -1,0 +1,551 @@
+"""Tests of regref.selection: brute-force refits, scikit-learn, Monte Carlo, finite differences."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import eps
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.stats import multivariate_normal
+from sklearn.linear_model import BayesianRidge, Lasso, Ridge
+from sklearn.model_selection import KFold, PredefinedSplit, cross_val_score
+
+import regref
+from regref import prox, ridge, selection, sparse
+
+LAMS = [3.0, 0.05, 40.0, 1.0]  # deliberately unsorted
+
+
+def problem(rng, n, p, k=None, noise=0.5):
+    X = rng.standard_normal((n, p))
+    w = rng.standard_normal((p,) if k is None else (p, k))
+    y = X @ w + noise * rng.standard_normal((n,) if k is None else (n, k))
+    return X, y
+
+
+def t(a, dtype=torch.float64):
+    return torch.as_tensor(np.array(a), dtype=dtype)
+
+
+# --- K-fold -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [None, 2], ids=["y1d", "y2d"])
+def test_kfold_matches_sklearn_cross_val_score(rng, k):
+    X, y = problem(rng, 53, 7, k)
+    folds = rng.integers(0, 4, size=53)
+    E = selection.kfold_path_score(ridge.ridge_path, X, y, LAMS, folds=folds)
+    assert E.shape == (4, len(LAMS)) and E.dtype == torch.float64
+    for j, lam in enumerate(LAMS):
+        sk = -cross_val_score(Ridge(alpha=lam, fit_intercept=False), X, y,
+                              cv=PredefinedSplit(folds), scoring="neg_mean_squared_error")
+        np.testing.assert_allclose(E[:, j].numpy(), sk, rtol=1e-9)
+
+
+def test_kfold_with_lasso_path_and_shuffled_folds(rng):
+    X, y = problem(rng, 60, 12)
+    lams = sparse.lambda_max(t(X), t(y)) * torch.tensor([0.5, 0.1, 0.02])
+    gen = torch.Generator().manual_seed(3)
+    E = selection.kfold_path_score(sparse.lasso_path, X, y, lams, k=5, generator=gen)
+    ids = torch.empty(60, dtype=torch.long)  # the same partition, rebuilt from the generator
+    ids[torch.randperm(60, generator=torch.Generator().manual_seed(3))] = \
+        torch.arange(5).repeat_interleave(12)
+    for j, lam in enumerate(lams.tolist()):
+        sk = -cross_val_score(Lasso(alpha=lam, fit_intercept=False, tol=1e-12, max_iter=100_000),
+                              X, y, cv=PredefinedSplit(ids.numpy()),
+                              scoring="neg_mean_squared_error")
+        np.testing.assert_allclose(E[:, j].numpy(), sk, rtol=1e-7)
+
+
+def test_kfold_fold_sizes_like_sklearn(rng):
+    X, y = problem(rng, 23, 3)
+    E = selection.kfold_path_score(ridge.ridge_path, X, y, [1.0], k=5,
+                                   generator=torch.Generator().manual_seed(0))
+    assert E.shape == (5, 1)
+    sizes = sorted(len(te) for _, te in KFold(5).split(X))
+    ids = selection._fold_ids(23, 5, None, torch.Generator().manual_seed(0))
+    assert sorted(torch.bincount(ids).tolist()) == sizes
+
+
+def test_one_standard_error_rule():
+    # columns from most to least regularized; fold errors with known means and spreads
+    errors = torch.tensor([[5.0, 2.0, 1.6, 1.0, 1.6],
+                           [5.0, 2.0, 1.8, 2.0, 1.6],
+                           [5.0, 2.0, 1.7, 1.5, 1.6]])
+    best, one_se = selection.one_standard_error(errors)
+    mean, se = errors.mean(0), errors.std(0) / math.sqrt(3)
+    assert best == int(mean.argmin()) == 3
+    assert mean[2] <= mean[3] + se[3] and mean[1] > mean[3] + se[3] and one_se == 2
+
+
+# --- LOO and GCV: brute force on four smoothers -----------------------------------------
+
+
+def loo_ridge_brute(X, y, lam):
+    errs = []
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        w = Ridge(alpha=lam, fit_intercept=False, solver="svd").fit(X[keep], y[keep]).coef_
+        errs.append(y[i] - X[i] @ w)
+    return np.mean(np.square(errs))
+
+
+@pytest.mark.parametrize("n, p", [(30, 6), (12, 20)], ids=["n>p", "n<p"])
+def test_loo_ridge_equals_refits_and_ridge_loo(rng, n, p):
+    X, y = problem(rng, n, p)
+    X_t, y_t, lams = t(X), t(y), t(LAMS)
+    resid, lev, _ = ridge._fits(X_t, y_t, lams)
+    ours = selection.loo(resid[..., 0], lev[..., 0])
+    brute = [loo_ridge_brute(X, y, lam) for lam in LAMS]
+    np.testing.assert_allclose(ours.numpy(), brute, rtol=1e-9)
+    torch.testing.assert_close(ours, ridge.ridge_loo(X_t, y_t, lams), rtol=1e-12, atol=0)
+
+
+def test_loo_kernel_ridge_and_smoothing_spline(rng):
+    n = 25
+    x = np.sort(rng.uniform(0, 1, n))
+    y = np.sin(6 * x) + 0.3 * rng.standard_normal(n)
+    # kernel ridge: H = K (K + lam I)^-1
+    K = ridge.rbf_kernel(t(x[:, None]), gamma=3.0)
+    lam = 0.1
+    H = torch.linalg.solve(K + lam * torch.eye(n, dtype=torch.float64), K)  # symmetric
+    errs = []
+    for i in range(n):
+        keep = np.arange(n) != i
+        a = ridge.kernel_ridge(K[keep][:, keep], t(y[keep]), lam)
+        errs.append(y[i] - float(K[i, keep] @ a))
+    resid = t(y) - H @ t(y)
+    brute = np.mean(np.square(errs))
+    assert abs(float(selection.loo(resid, torch.diagonal(H))) - brute) < 1e-9 * brute
+    # discrete smoothing spline (Whittaker): min ||y - f||^2 + lam ||D2 f||^2, H = (I + lam D'D)^-1
+    D = np.diff(np.eye(n), 2, axis=0)
+    P = 5.0 * D.T @ D
+    H = np.linalg.inv(np.eye(n) + P)
+    errs = [y[i] - np.linalg.solve(np.diag(np.arange(n) != i) + P, (np.arange(n) != i) * y)[i]
+            for i in range(n)]
+    ours = selection.loo(t(y - H @ y), t(np.diag(H)))
+    assert abs(float(ours) - np.mean(np.square(errs))) < 1e-10
+
+
+def test_loo_knn_smoother(rng):
+    # the k-NN smoother that counts the point itself: its LOO residual is that of (k-1)-NN
+    n, k = 40, 5
+    x = rng.uniform(0, 1, n)
+    y = np.cos(5 * x) + 0.2 * rng.standard_normal(n)
+    order = np.argsort(np.abs(x[:, None] - x[None, :]), axis=1)
+    H = np.zeros((n, n))
+    H[np.arange(n)[:, None], order[:, :k]] = 1 / k
+    brute = np.mean([(y[i] - y[order[i, 1:k]].mean()) ** 2 for i in range(n)])
+    assert abs(float(selection.loo(t(y - H @ y), t(np.diag(H)))) - brute) < 1e-12
+
+
+def test_gcv_equals_ridge_gcv_and_loo_for_equal_leverages(rng):
+    X, y = problem(rng, 30, 6)
+    resid, _, df = ridge._fits(t(X), t(y), t(LAMS))
+    torch.testing.assert_close(selection.gcv(resid[..., 0], df), ridge.ridge_gcv(X, y, LAMS),
+                               rtol=1e-12, atol=0)
+    # a circulant smoother has equal leverages, so GCV == LOO exactly
+    n = 16
+    c = np.zeros(n)
+    c[[0, 1, -1]] = [0.5, 0.25, 0.25]
+    H = np.stack([np.roll(c, i) for i in range(n)])
+    z = rng.standard_normal(n)
+    r = t(z - H @ z)
+    torch.testing.assert_close(selection.gcv(r, float(np.trace(H))),
+                               selection.loo(r, t(np.diag(H))), rtol=1e-13, atol=0)
+
+
+def test_ridge_loo_per_target_batched_equals_looped(rng):
+    X, Y = problem(rng, 20, 30, k=6)
+    per = selection.ridge_loo_per_target(X, Y, LAMS)
+    assert per.shape == (len(LAMS), 6)
+    looped = torch.stack([ridge.ridge_loo(X, Y[:, j], LAMS) for j in range(6)], dim=1)
+    torch.testing.assert_close(per, looped, rtol=1e-11, atol=0)
+    torch.testing.assert_close(per.mean(1), ridge.ridge_loo(X, Y, LAMS), rtol=1e-11, atol=0)
+
+
+@given(n=st.integers(3, 12), p=st.integers(1, 8), lam=st.floats(1e-3, 1e3),
+       seed=st.integers(0, 2**16))
+def test_loo_identity_property(n, p, lam, seed):
+    """Exact LOO of ridge == n refits, for arbitrary shapes and strengths."""
+    rng = np.random.default_rng(seed)
+    X, y = problem(rng, n, p)
+    ours = float(selection.ridge_loo_per_target(X, y[:, None], [lam])[0, 0])
+    brute = loo_ridge_brute(X, y, lam)
+    assert abs(ours - brute) <= 1e-8 * max(brute, 1.0)
+
+
+def test_loo_gcv_float32_and_shapes(rng):
+    X, y = problem(rng, 30, 6)
+    resid, lev, df = ridge._fits(t(X), t(y), t(LAMS))
+    r32, h32 = resid[..., 0].float(), lev[..., 0].float()
+    out = selection.loo(r32, h32)
+    assert out.dtype == torch.float32 and out.shape == (4,)
+    torch.testing.assert_close(out.double(), selection.loo(resid[..., 0], lev[..., 0]),
+                               rtol=1e3 * eps(torch.float32), atol=0)
+    assert selection.gcv(r32, df.float()).dtype == torch.float32
+
+
+# --- SURE -------------------------------------------------------------------------------
+
+
+def test_sure_soft_threshold_formula_and_batching(rng):
+    y = t(rng.standard_normal((3, 20)) * 2)
+    taus = t([0.0, 0.5, 1.5, 10.0])
+    S = selection.sure_soft_threshold(y, taus, 0.7)
+    assert S.shape == (4, 3)
+    for i, tau in enumerate(taus):
+        for b in range(3):
+            fit = prox.soft_threshold(y[b], tau)
+            generic = selection.sure(y[b] - fit, float((fit != 0).sum()), 0.7)
+            torch.testing.assert_close(S[i, b], generic, rtol=1e-13, atol=1e-12)
+    # tau = 0 is the identity: SURE = n sigma^2, the exact risk
+    torch.testing.assert_close(S[0], torch.full((3,), 20 * 0.49, dtype=torch.float64))
+
+
+def _monte_carlo_check(sure_vals, risk_vals, wrong_vals):
+    """SURE is unbiased: |mean(SURE - risk)| <= 4 standard errors of that mean (a two-sided
+    test whose false-alarm rate is below 1e-4 under the CLT); with the divergence term
+    halved, the same test must fail."""
+    B = len(sure_vals)
+    d = sure_vals - risk_vals
+    se = d.std() / math.sqrt(B)
+    assert abs(float(d.mean())) <= 4 * float(se)
+    d_wrong = wrong_vals - risk_vals
+    assert abs(float(d_wrong.mean())) > 4 * float(d_wrong.std() / math.sqrt(B))
+
+
+def test_sure_soft_threshold_unbiased_monte_carlo():
+    gen = torch.Generator().manual_seed(7)
+    n, B, sigma, tau = 50, 4000, 1.0, 1.2
+    mu = torch.cat([torch.full((10,), 3.0), torch.zeros(40)])
+    Y = mu + sigma * torch.randn(B, n, generator=gen, dtype=torch.float64)
+    S = selection.sure_soft_threshold(Y, tau, sigma)
+    fit = prox.soft_threshold(Y, tau)
+    risk = ((fit - mu) ** 2).sum(1)
+    wrong = S - sigma**2 * (Y.abs() > tau).sum(1)  # 2 sigma^2 df replaced by sigma^2 df
+    _monte_carlo_check(S, risk, wrong)
+
+
+def test_sure_ridge_unbiased_monte_carlo(rng):
+    gen = torch.Generator().manual_seed(8)
+    n, p, B, sigma, lam = 40, 15, 4000, 0.8, 5.0
+    X = t(rng.standard_normal((n, p)))
+    mu = X @ t(rng.standard_normal(p))
+    Y = mu[:, None] + sigma * torch.randn(n, B, generator=gen, dtype=torch.float64)
+    H = X @ torch.linalg.solve(X.T @ X + lam * torch.eye(p, dtype=torch.float64), X.T)
+    df = torch.trace(H)
+    resid = Y - H @ Y
+    per_draw = selection.sure(resid.T, df, sigma)
+    # sure_ridge sums the per-target SUREs
+    torch.testing.assert_close(selection.sure_ridge(X, Y, [lam], sigma)[0], per_draw.sum(),
+                               rtol=1e-10, atol=0)
+    torch.testing.assert_close(selection.sure_ridge(X, Y[:, 0], [lam], sigma)[0], per_draw[0],
+                               rtol=1e-10, atol=0)
+    risk = ((H @ Y - mu[:, None]) ** 2).sum(0)
+    _monte_carlo_check(per_draw, risk, per_draw - sigma**2 * df)
+
+
+# --- evidence ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n, p", [(30, 6), (8, 15)], ids=["n>p", "n<p"])
+def test_log_evidence_matches_gaussian_density(rng, n, p):
+    X, y = problem(rng, n, p)
+    for alpha, beta in [(0.5, 2.0), (3.0, 0.1), (1e-3, 50.0)]:
+        C = np.eye(n) / beta + X @ X.T / alpha
+        ref = multivariate_normal(np.zeros(n), C).logpdf(y)
+        ours = float(selection.log_evidence_ridge(X, y, alpha, beta))
+        assert abs(ours - ref) <= 1e-10 * abs(ref)
+    grid = selection.log_evidence_ridge(X, y, t([[0.5], [3.0]]), t([2.0, 0.1, 50.0]))
+    assert grid.shape == (2, 3)
+
+
+def test_evidence_maximizer_matches_sklearn_and_grid(rng):
+    X, y = problem(rng, 50, 8, noise=0.7)
+    alpha, beta, info = selection.evidence_ridge(X, y, return_info=True)
+    assert info.converged and info.certificate <= 1e-10
+    br = BayesianRidge(fit_intercept=False, alpha_1=0, alpha_2=0, lambda_1=0, lambda_2=0,
+                       tol=1e-15, max_iter=100_000).fit(X, y)
+    assert abs(float(alpha) / br.lambda_ - 1) < 1e-8 and abs(float(beta) / br.alpha_ - 1) < 1e-8
+    # a 2-D grid around the maximizer never does better, and its best point is adjacent
+    a_grid = float(alpha) * torch.logspace(-1, 1, 41, dtype=torch.float64)
+    b_grid = float(beta) * torch.logspace(-1, 1, 41, dtype=torch.float64)
+    G = selection.log_evidence_ridge(X, y, a_grid[:, None], b_grid[None, :])
+    best = float(selection.log_evidence_ridge(X, y, alpha, beta))
+    assert float(G.max()) <= best + 1e-12
+    i, j = divmod(int(G.argmax()), 41)
+    assert abs(i - 20) <= 1 and abs(j - 20) <= 1
+    # and the gradient in (log alpha, log beta) vanishes there
+    la = torch.log(alpha).clone().requires_grad_(True)
+    lb = torch.log(beta).clone().requires_grad_(True)
+    g = torch.autograd.grad(selection.log_evidence_ridge(X, y, la.exp(), lb.exp()), (la, lb))
+    assert max(abs(float(v)) for v in g) < 1e-8
+
+
+def test_evidence_n_less_than_p(rng):
+    X, y = problem(rng, 20, 30, noise=3.0)
+    alpha, beta = selection.evidence_ridge(X, y)
+    la = torch.log(alpha).clone().requires_grad_(True)
+    lb = torch.log(beta).clone().requires_grad_(True)
+    g = torch.autograd.grad(selection.log_evidence_ridge(X, y, la.exp(), lb.exp()), (la, lb))
+    assert max(abs(float(v)) for v in g) < 1e-7
+
+
+def test_evidence_convergence_warning(rng):
+    X, y = problem(rng, 30, 6)
+    with pytest.warns(regref.ConvergenceWarning):
+        selection.evidence_ridge(X, y, max_iter=1)
+
+
+# --- hypergradients ---------------------------------------------------------------------
+
+
+def test_ridge_hypergradient_finite_differences(rng):
+    X, y = problem(rng, 40, 10)
+    Xv, yv = problem(rng, 25, 10)
+    lams = t([0.01, 0.3, 4.0, 80.0])
+    V, dV = selection.ridge_hypergradient(X, y, Xv, yv, lams)
+    for lam, v, d in zip(lams, V, dV, strict=True):
+        w = ridge.ridge(X, y, lam)
+        assert abs(float(v) - float(((t(yv) - t(Xv) @ w) ** 2).mean())) < 1e-12
+        h = 1e-5 * float(lam)
+        Vp = selection.ridge_hypergradient(X, y, Xv, yv, [float(lam) + h])[0]
+        Vm = selection.ridge_hypergradient(X, y, Xv, yv, [float(lam) - h])[0]
+        fd = float(Vp - Vm) / (2 * h)
+        assert abs(float(d) - fd) <= 1e-6 * abs(fd) + 1e-12
+
+
+def ridge_bilevel(rng, n_val, noise=0.5, scale=1.0):
+    """Ridge as a bilevel problem: L(w, h) = ||y - Xw||^2 / scale + e^h ||w||^2, V = val MSE."""
+    X, y = (t(a) for a in problem(rng, 40, 10, noise=noise))
+    Xv, yv = (t(a) for a in problem(rng, n_val, 10))
+
+    def train(w, h):
+        return ((y - X @ w) ** 2).sum() / scale + torch.exp(h) * (w @ w)
+
+    def val(w):
+        return ((yv - Xv @ w) ** 2).mean()
+
+    return X, y, Xv, yv, train, val
+
+
+def test_implicit_equals_closed_form_on_ridge(rng):
+    X, y, Xv, yv, train, val = ridge_bilevel(rng, 25)
+    for lam in (0.01, 1.0, 50.0):
+        _, dV = selection.ridge_hypergradient(X, y, Xv, yv, [lam])
+        hg, info = selection.implicit_hypergradient(train, val, ridge.ridge(X, y, lam),
+                                                    math.log(lam), return_info=True)
+        assert info.converged and info.certificate <= 1e-10 and hg.shape == ()
+        assert abs(float(hg) - lam * float(dV[0])) <= 1e-8 * abs(lam * float(dV[0]))
+
+
+def test_implicit_vector_hyper_generalized_ridge(rng):
+    # per-feature strengths: w(h) = (X^T X + diag(e^h))^-1 X^T y, exact inner solution
+    X, y = problem(rng, 30, 5)
+    Xv, yv = problem(rng, 20, 5)
+    X, y, Xv, yv = t(X), t(y), t(Xv), t(yv)
+
+    def solve(h):
+        return torch.linalg.solve(X.T @ X + torch.diag(h.exp()), X.T @ y)
+
+    def train(w, h):
+        return ((y - X @ w) ** 2).sum() + (h.exp() * w**2).sum()
+
+    def val(w):
+        return ((yv - Xv @ w) ** 2).mean()
+
+    h0 = t([-1.0, 0.0, 1.0, 2.0, 0.5])
+    hg = selection.implicit_hypergradient(train, val, solve(h0), h0)
+    fd = torch.stack([(val(solve(h0 + 1e-6 * e)) - val(solve(h0 - 1e-6 * e))) / 2e-6
+                      for e in torch.eye(5, dtype=torch.float64)])
+    torch.testing.assert_close(hg, fd, rtol=1e-6, atol=1e-10)
+
+
+def logistic_problem(rng, n=80, p=6):
+    X = t(rng.standard_normal((n, p)))
+    y = torch.sign(X @ t(rng.standard_normal(p)) + t(rng.standard_normal(n)))
+    Xv = t(rng.standard_normal((40, p)))
+    yv = torch.sign(Xv @ t(rng.standard_normal(p)))
+
+    def train(w, h):
+        return torch.nn.functional.softplus(-y * (X @ w)).mean() + 0.5 * torch.exp(h) * (w @ w)
+
+    def val(w):
+        return torch.nn.functional.softplus(-yv * (Xv @ w)).mean()
+
+    def newton(h):  # the exact inner solution (quadratic convergence to rounding)
+        w = torch.zeros(p, dtype=torch.float64)
+        for _ in range(15):
+            s = torch.sigmoid(-y * (X @ w))  # d/dm softplus(-m) = -s, second derivative s(1-s)
+            g = -X.T @ (y * s) / n + h.exp() * w
+            H = (X.T * (s * (1 - s))) @ X / n + h.exp() * torch.eye(p, dtype=torch.float64)
+            w = w - torch.linalg.solve(H, g)
+        return w
+
+    return train, val, newton
+
+
+def test_implicit_hypergradient_logistic_finite_differences(rng):
+    train, val, newton = logistic_problem(rng)
+    for h in (-3.0, 0.0):
+        h_t = torch.tensor(h, dtype=torch.float64)
+        hg = selection.implicit_hypergradient(train, val, newton(h_t), h_t)
+        fd = (val(newton(h_t + 1e-5)) - val(newton(h_t - 1e-5))) / 2e-5
+        assert abs(float(hg) - float(fd)) <= 1e-7 * abs(float(fd)) + 1e-12
+
+
+def test_implicit_hypergradient_convergence_warning_and_non_convex(rng):
+    train, val, newton = logistic_problem(rng)
+    w = newton(torch.tensor(-3.0, dtype=torch.float64))
+    with pytest.warns(regref.ConvergenceWarning):
+        selection.implicit_hypergradient(train, val, w, -3.0, max_iter=1)
+    with pytest.raises(ValueError, match="positive definite"):
+        selection.implicit_hypergradient(lambda w, h: -h.exp() * (w @ w), val, w, 0.0)
+    with pytest.raises(ValueError, match="hyper"):
+        selection.implicit_hypergradient(lambda w, h: (w @ w), val, w, 0.0)
+
+
+def test_lbfgs_minimizes_a_quadratic(rng):
+    A = t(rng.standard_normal((8, 8)))
+    A = A @ A.T + torch.eye(8, dtype=torch.float64)
+    b = t(rng.standard_normal(8))
+    w, n_iter, g = selection.lbfgs(lambda w: 0.5 * w @ A @ w - b @ w,
+                                   torch.zeros(8, dtype=torch.float64), tol=1e-8)
+    assert g <= 1e-8 and n_iter >= 1
+    torch.testing.assert_close(w, torch.linalg.solve(A, b), rtol=1e-7, atol=1e-8)
+
+
+def test_hoag_finds_the_minimizer_of_the_validation_loss(rng):
+    X, y, Xv, yv, train, val = ridge_bilevel(rng, 40, noise=2.0, scale=40)
+    history = []
+    h, w, info = selection.hoag(train, val, torch.zeros(10, dtype=torch.float64), 0.0,
+                                max_iter=200, history=history, return_info=True)
+    assert info.converged and info.n_iter == len(history)
+    # stationarity of the exact validation loss (ridge with lam = n e^h), by the closed form
+    lam = 40 * float(h.exp())
+    _, dV = selection.ridge_hypergradient(X, y, Xv, yv, [lam])
+    assert abs(lam * float(dV[0])) < 1e-6
+    assert [d["inner_iter"] for d in history] == sorted(d["inner_iter"] for d in history)
+    with pytest.warns(regref.ConvergenceWarning):
+        selection.hoag(train, val, torch.zeros(10, dtype=torch.float64), 0.0, max_iter=2)
+
+
+# --- bad input --------------------------------------------------------------------------
+
+_X = np.ones((6, 2)) + np.arange(12).reshape(6, 2) ** 1.5
+_y = np.arange(6.0)
+
+
+def _train(w, h):
+    return (w @ w) * torch.exp(h) + w.sum()
+
+
+BAD = [
+    ("kfold lams<0", lambda: selection.kfold_path_score(ridge.ridge_path, _X, _y, [-1.0]), "lams"),
+    ("kfold k=1", lambda: selection.kfold_path_score(ridge.ridge_path, _X, _y, [1.0], k=1), "k"),
+    ("kfold k>n", lambda: selection.kfold_path_score(ridge.ridge_path, _X, _y, [1.0], k=7), "k"),
+    ("kfold folds shape", lambda: selection.kfold_path_score(ridge.ridge_path, _X, _y, [1.0],
+                                                             folds=[0, 1]), "folds"),
+    ("kfold one fold", lambda: selection.kfold_path_score(ridge.ridge_path, _X, _y, [1.0],
+                                                          folds=np.zeros(6, int)), "folds"),
+    ("kfold bad path", lambda: selection.kfold_path_score(lambda X, y, l: X[:1], _X, _y,
+                                                          [1.0, 2.0]), "path"),
+    ("kfold y rows", lambda: selection.kfold_path_score(ridge.ridge_path, _X, _y[:4], [1.0]), "y"),
+    ("1se shape", lambda: selection.one_standard_error(np.ones(3)), "errors"),
+    ("loo nan", lambda: selection.loo([np.nan, 1.0], [0.1, 0.1]), "residuals"),
+    ("loo h=1", lambda: selection.loo([1.0, 1.0], [1.0, 0.1]), "hat_diag"),
+    ("loo shapes", lambda: selection.loo(np.ones(3), np.ones(2) * 0.1), "hat_diag"),
+    ("gcv tr=n", lambda: selection.gcv(np.ones(3), 3.0), "trace"),
+    ("gcv scalar", lambda: selection.gcv(1.0, 0.1), "residuals"),
+    ("sure sigma", lambda: selection.sure(np.ones(3), 1.0, 0.0), "sigma"),
+    ("sure_soft tau<0", lambda: selection.sure_soft_threshold(_y, -1.0, 1.0), "tau"),
+    ("sure_soft 3-D", lambda: selection.sure_soft_threshold(np.ones((2, 2, 2)), 1.0, 1.0), "y"),
+    ("sure_ridge inf", lambda: selection.sure_ridge(_X, _y + np.inf, [1.0], 1.0), "y"),
+    ("evidence alpha", lambda: selection.log_evidence_ridge(_X, _y, 0.0, 1.0), "alpha"),
+    ("evidence beta", lambda: selection.log_evidence_ridge(_X, _y, 1.0, np.nan), "beta"),
+    ("evidence y 2-D", lambda: selection.evidence_ridge(_X, np.ones((6, 2))), "y"),
+    ("evidence y=0", lambda: selection.evidence_ridge(_X, np.zeros(6)), "y"),
+    ("evidence tol", lambda: selection.evidence_ridge(_X, _y, tol=-1), "tol"),
+    ("hypergrad lam=0", lambda: selection.ridge_hypergradient(_X, _y, _X, _y, [0.0]), "lams"),
+    ("hypergrad X_val", lambda: selection.ridge_hypergradient(_X, _y, _X[:, :1], _y, [1.0]),
+     "X_val"),
+    ("hypergrad y_val", lambda: selection.ridge_hypergradient(_X, _y, _X, _y[:3], [1.0]),
+     "y_val"),
+    ("implicit w nan", lambda: selection.implicit_hypergradient(_train, torch.sum, [np.nan], 0.0),
+     "w"),
+    ("implicit tol", lambda: selection.implicit_hypergradient(_train, torch.sum, [1.0], 0.0,
+                                                              tol=0), "tol"),
+    ("hoag decrease", lambda: selection.hoag(_train, torch.sum, [1.0], 0.0, decrease=1.0),
+     "decrease"),
+    ("hoag step", lambda: selection.hoag(_train, torch.sum, [1.0], 0.0, step=-1.0), "step"),
+    ("hoag growth", lambda: selection.hoag(_train, torch.sum, [1.0], 0.0, growth=0.5), "growth"),
+    ("lbfgs max_iter", lambda: selection.lbfgs(torch.sum, [1.0], max_iter=0), "max_iter"),
+]
+
+
+@pytest.mark.parametrize("call, name", [(c, n) for _, c, n in BAD], ids=[i for i, _, _ in BAD])
+def test_bad_input_raises_value_error_naming_the_argument(call, name):
+    with pytest.raises(ValueError, match=name):
+        call()
+
+
+# --- dtype and device -------------------------------------------------------------------
+
+
+def test_float32_preserved(rng):
+    X, y = problem(rng, 30, 6)
+    X32, y32 = t(X, torch.float32), t(y, torch.float32)
+    assert selection.ridge_loo_per_target(X32, y32[:, None], LAMS).dtype == torch.float32
+    assert selection.sure_ridge(X32, y32, LAMS, 0.5).dtype == torch.float32
+    V, dV = selection.ridge_hypergradient(X32, y32, X32, y32, LAMS)
+    assert V.dtype == dV.dtype == torch.float32
+    torch.testing.assert_close(dV.double(), selection.ridge_hypergradient(X, y, X, y, LAMS)[1],
+                               rtol=1e-3, atol=1e-5)
+    assert selection.log_evidence_ridge(X32, y32, 1.0, 1.0).dtype == torch.float32
+    # iterative routines converge at their float32 default tolerance, close to float64
+    a32, b32 = selection.evidence_ridge(X32, y32)
+    a64, b64 = selection.evidence_ridge(X, y)
+    assert a32.dtype == torch.float32
+    assert abs(float(a32 / a64) - 1) < 1e-3 and abs(float(b32 / b64) - 1) < 1e-3
+
+    def train(w, h):
+        return ((y32 - X32 @ w) ** 2).sum() + torch.exp(h) * (w @ w)
+
+    hg = selection.implicit_hypergradient(train, lambda w: ((y32 - X32 @ w) ** 2).mean(),
+                                          ridge.ridge(X32, y32, 3.0), math.log(3.0))
+    assert hg.dtype == torch.float32
+    ref = 3.0 * selection.ridge_hypergradient(X, y, X, y, [3.0])[1]
+    assert abs(float(hg) - float(ref)) <= 1e-3 * abs(float(ref))
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu(rng):
+    X, Y = problem(rng, 60, 20, k=8)
+    Xv, yv = problem(rng, 30, 20)
+    for dtype in (torch.float32, torch.float64):
+        calls = {
+            "loo_targets": lambda d, dt=dtype: selection.ridge_loo_per_target(
+                t(X, dt).to(d), t(Y, dt).to(d), LAMS),
+            "sure_ridge": lambda d, dt=dtype: selection.sure_ridge(
+                t(X, dt).to(d), t(Y, dt).to(d), LAMS, 0.5),
+            "sure_soft": lambda d, dt=dtype: selection.sure_soft_threshold(
+                t(Y.T, dt).to(d), t([0.1, 1.0], dt), 0.5),
+            "hypergrad": lambda d, dt=dtype: selection.ridge_hypergradient(
+                t(X, dt).to(d), t(Y[:, 0], dt).to(d), t(Xv, dt).to(d), t(yv, dt).to(d),
+                LAMS)[1],
+            "evidence": lambda d, dt=dtype: selection.log_evidence_ridge(
+                t(X, dt).to(d), t(Y[:, 0], dt).to(d), t([0.5, 2.0], dt), 1.0),
+            "kfold": lambda d, dt=dtype: selection.kfold_path_score(
+                ridge.ridge_path, t(X, dt).to(d), t(Y, dt).to(d), LAMS,
+                folds=np.arange(60) % 3),
+        }
+        for name, call in calls.items():
+            c, g = call("cpu"), call("cuda")
+            assert g.is_cuda and g.dtype == dtype, name
+            torch.testing.assert_close(g.cpu(), c, rtol=1e3 * eps(dtype), atol=1e3 * eps(dtype),
+                                       msg=name)
