@@ -1,1 +1,717 @@
-"""Total variation, Tikhonov deconvolution and plug-and-play for inverse problems (chapter 16)."""
+r"""Total variation, Tikhonov deconvolution and plug-and-play for inverse problems.
+
+Images are tensors of shape ``(H, W)`` or batches ``(B, H, W)``. The discrete gradient uses
+forward differences with a zero difference past the last row and column (scikit-image's
+convention), :math:`(\nabla u)_{ij} = (u_{i+1,j} - u_{ij},\ u_{i,j+1} - u_{ij})`, and the
+divergence is its negative adjoint, :math:`\operatorname{div} = -\nabla^\top`. The (weighted)
+total variation is
+
+.. math:: \mathrm{TV}_w(u) = \sum_{ij} w_{ij}\,|(\nabla u)_{ij}|,
+
+with the Euclidean norm of the two differences (isotropic) or their :math:`\ell_1` norm
+(anisotropic). The solvers stop on a certificate checked every few iterations (one host
+synchronization per check), take a leading batch dimension in one pass, and run on a GPU
+unchanged:
+
+- :func:`tv_denoise`: the ROF model :math:`\tfrac12\|u - f\|^2 + \lambda\mathrm{TV}_w(u)` by an
+  accelerated projected gradient on its dual, certified by the duality gap;
+- :func:`chambolle_pock`: :math:`\tfrac12\|Au - b\|^2 + \lambda\mathrm{TV}_w(u)` for a user
+  operator pair :math:`(A, A^\top)`;
+- :func:`parallel_beam` / :func:`matrix_operator`: a small tomography operator;
+- :func:`deconvolve_fft`: Tikhonov and Sobolev deconvolution of a periodic blur in closed form;
+- :func:`pnp_proximal_gradient`: plug-and-play proximal gradient with any denoiser.
+
+Derivations: chapter 16.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+
+import torch
+
+from ._core import (
+    ConvergenceWarning,
+    Info,
+    as_float_tensor,
+    check_finite,
+    check_ndim,
+    check_positive,
+    check_positive_int,
+    check_strength,
+)
+
+__all__ = [
+    "grad2d",
+    "div2d",
+    "tv_norm",
+    "tv_denoise",
+    "chambolle_pock",
+    "parallel_beam",
+    "matrix_operator",
+    "blur_fft",
+    "deconvolve_fft",
+    "pnp_proximal_gradient",
+]
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _image(f, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
+    """A finite, non-empty (H, W) or (B, H, W) floating tensor."""
+    f = check_ndim(as_float_tensor(f, name, like=like), name, (2, 3))
+    if f.numel() == 0:
+        raise ValueError(f"{name} must be non-empty, got shape {tuple(f.shape)}")
+    return check_finite(f, name)
+
+
+def _batch(f: torch.Tensor) -> torch.Tensor:
+    return f if f.ndim == 3 else f[None]
+
+
+def _strengths(lam, f: torch.Tensor) -> torch.Tensor:
+    """``lam`` as a (B, 1, 1) tensor: one number, or one per image of the batch ``f``."""
+    lam = check_strength(lam, "lam", f, ndims=(0, 1))
+    if lam.ndim == 1 and lam.shape[0] not in (1, f.shape[0]):
+        raise ValueError(f"lam must be a number or have one entry per image ({f.shape[0]}), "
+                         f"got shape {tuple(lam.shape)}")
+    return lam.reshape(-1, 1, 1).expand(f.shape[0], 1, 1)
+
+
+def _pixel_weights(weights, f: torch.Tensor) -> torch.Tensor | None:
+    """Nonnegative finite weights broadcastable to the batch ``f`` (B, H, W), or None."""
+    if weights is None:
+        return None
+    w = check_finite(as_float_tensor(weights, "weights", like=f), "weights")
+    if w.ndim not in (2, 3) or w.shape[-2:] != f.shape[-2:] or (
+            w.ndim == 3 and w.shape[0] not in (1, f.shape[0])):
+        raise ValueError(f"weights must have shape {tuple(f.shape[-2:])} or "
+                         f"({f.shape[0]}, {f.shape[-2]}, {f.shape[-1]}), got {tuple(w.shape)}")
+    if bool((w < 0).any()):
+        raise ValueError("weights must be nonnegative")
+    return _batch(w)
+
+
+def _options(tol, max_iter, check_every, dtype, tol64, tol32):
+    if tol is None:
+        tol = tol64 if dtype == torch.float64 else tol32
+    return (check_positive(tol, "tol"), check_positive_int(max_iter, "max_iter"),
+            check_positive_int(check_every, "check_every"))
+
+
+def _warn(name: str, tol: float, max_iter: int, reached: float) -> None:
+    warnings.warn(f"{name} did not reach a certificate of {tol:g} in {max_iter} iterations "
+                  f"(reached {reached:.3g}); increase max_iter or tol", ConvergenceWarning,
+                  stacklevel=3)
+
+
+# ----------------------------------------------------------------------------- operators
+
+def _grad(u: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Forward differences of ``u`` (..., H, W) into ``out`` (..., 2, H, W), no allocation."""
+    torch.sub(u[..., 1:, :], u[..., :-1, :], out=out[..., 0, :-1, :])
+    out[..., 0, -1, :] = 0
+    torch.sub(u[..., :, 1:], u[..., :, :-1], out=out[..., 1, :, :-1])
+    out[..., 1, :, -1] = 0
+    return out
+
+
+def _div(p: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """:math:`-\\nabla^\\top p` of ``p`` (..., 2, H, W) into ``out`` (..., H, W)."""
+    p0, p1 = p[..., 0, :, :], p[..., 1, :, :]
+    out[..., :-1, :] = p0[..., :-1, :]
+    out[..., -1, :] = 0
+    out[..., 1:, :] -= p0[..., :-1, :]
+    out[..., :, :-1] += p1[..., :, :-1]
+    out[..., :, 1:] -= p1[..., :, :-1]
+    return out
+
+
+def grad2d(u) -> torch.Tensor:
+    r"""Discrete gradient of images by forward differences (zero past the last row/column).
+
+    .. math:: (\nabla u)_{0,ij} = u_{i+1,j} - u_{ij}\ (i < H - 1), \qquad
+              (\nabla u)_{1,ij} = u_{i,j+1} - u_{ij}\ (j < W - 1),
+
+    and 0 on the last row (resp. column). :math:`\|\nabla\|^2 \le 8`. Cost: :math:`O(HW)`.
+
+    Parameters
+    ----------
+    u : tensor of shape (..., H, W)
+
+    Returns
+    -------
+    tensor of shape (..., 2, H, W): vertical then horizontal differences.
+    """
+    u = as_float_tensor(u, "u")
+    if u.ndim < 2:
+        raise ValueError(f"u must have at least 2 dimensions (H, W), got shape {tuple(u.shape)}")
+    return _grad(u, u.new_empty(u.shape[:-2] + (2,) + u.shape[-2:]))
+
+
+def div2d(p) -> torch.Tensor:
+    r"""Discrete divergence, the negative adjoint of :func:`grad2d`:
+    :math:`\langle \nabla u, p\rangle = -\langle u, \operatorname{div} p\rangle`.
+
+    .. math:: (\operatorname{div} p)_{ij} = \bar p_{0,ij} - \bar p_{0,i-1,j}
+              + \bar p_{1,ij} - \bar p_{1,i,j-1},
+
+    where :math:`\bar p` is :math:`p` with its last row (first component) and last column
+    (second component) set to zero, and out-of-range terms are zero. Cost: :math:`O(HW)`.
+
+    Parameters
+    ----------
+    p : tensor of shape (..., 2, H, W)
+
+    Returns
+    -------
+    tensor of shape (..., H, W)
+    """
+    p = as_float_tensor(p, "p")
+    if p.ndim < 3 or p.shape[-3] != 2:
+        raise ValueError(f"p must have shape (..., 2, H, W), got {tuple(p.shape)}")
+    return _div(p, p.new_empty(p.shape[:-3] + p.shape[-2:]))
+
+
+def _magnitude(g: torch.Tensor, isotropic: bool) -> torch.Tensor:
+    """Pointwise norm of a field (..., 2, H, W): Euclidean or l1."""
+    if isotropic:
+        return torch.hypot(g[..., 0, :, :], g[..., 1, :, :])
+    return g[..., 0, :, :].abs() + g[..., 1, :, :].abs()
+
+
+def tv_norm(u, *, isotropic: bool = True, weights=None) -> torch.Tensor:
+    r"""(Weighted) total variation of images.
+
+    .. math:: \mathrm{TV}_w(u) = \sum_{ij} w_{ij}\,|(\nabla u)_{ij}|, \qquad
+              |g| = \sqrt{g_0^2 + g_1^2}\ \text{(isotropic)} \ \text{or}\ |g_0| + |g_1|,
+
+    with :func:`grad2d`'s forward differences. Derived in chapter 16.
+
+    Parameters
+    ----------
+    u : tensor of shape (H, W) or (B, H, W)
+    isotropic : bool
+        Euclidean (default) or :math:`\ell_1` norm of the two differences.
+    weights : tensor of shape (H, W) or (B, H, W), optional
+        Nonnegative pixel weights :math:`w` (default 1).
+
+    Returns
+    -------
+    tensor of shape () or (B,)
+    """
+    u = _image(u, "u")
+    w = _pixel_weights(weights, _batch(u))
+    mag = _magnitude(grad2d(u), isotropic)
+    if w is not None:
+        mag = mag * (w if u.ndim == 3 else w[0])
+    return mag.sum((-2, -1))
+
+
+def _project(q: torch.Tensor, radius: torch.Tensor, isotropic: bool,
+             buf: torch.Tensor | None = None) -> torch.Tensor:
+    """In place: each pixel's pair q_ij (q of shape (B, 2, H, W)) onto the ball of radius
+    ``radius`` ((B, 1, 1) or (B, H, W)), Euclidean (isotropic) or l_inf (anisotropic, a clip).
+    ``buf`` (B, H, W) is scratch space."""
+    if not isotropic:
+        r = radius[:, None]
+        return q.clamp_(min=-r, max=r)
+    buf = torch.hypot(q[:, 0], q[:, 1], out=buf)
+    scale = torch.div(radius, buf.clamp_(min=torch.finfo(q.dtype).tiny), out=buf).clamp_(max=1.0)
+    return q.mul_(scale[:, None])
+
+
+def _tv_gap(u, p, lam, w, isotropic, g):
+    r"""Per image: :math:`\lambda\mathrm{TV}_w(u) - \langle \nabla u, p\rangle`, nonnegative
+    when :math:`|p_{ij}| \le \lambda w_{ij}` (Fenchel-Young), zero iff p is optimal for u."""
+    _grad(u, g)
+    mag = _magnitude(g, isotropic)
+    if w is not None:
+        mag = mag * w
+    return lam[:, 0, 0] * mag.sum((-2, -1)) - (g * p).sum((-3, -2, -1))
+
+
+_TAU0, _GAMMA = 0.3, 0.5  # first primal step and strong-convexity modulus used by tv_denoise
+
+
+def tv_denoise(f, lam, *, weights=None, isotropic: bool = True, tol=None,
+               max_iter: int = 10_000, check_every: int = 20, return_info: bool = False):
+    r"""Total-variation denoising (the ROF model), batched, certified by the duality gap.
+
+    .. math:: \min_u\ P(u) = \tfrac12\|u - f\|_2^2 + \lambda\,\mathrm{TV}_w(u),
+
+    with :func:`tv_norm`'s forward differences (zero past the last row/column): with unit
+    weights and ``isotropic=True`` this is scikit-image's
+    ``denoise_tv_chambolle(f, weight=lam)`` objective.
+
+    Dual (chapter 16): :math:`\max_{|p_{ij}| \le \lambda w_{ij}} D(p) = \tfrac12\|f\|^2
+    - \tfrac12\|f + \operatorname{div} p\|^2`, with the primal point
+    :math:`u_p = f + \operatorname{div} p` (the pointwise ball is Euclidean, or the
+    :math:`\ell_\infty` box for ``isotropic=False``). Algorithm: Chambolle and Pock's
+    accelerated primal-dual method for a 1-strongly convex primal (their "Algorithm 2"),
+
+    .. math:: p \leftarrow \Pi(p + \sigma\nabla\bar u), \quad
+              u^+ \leftarrow \frac{u + \tau(f + \operatorname{div} p)}{1 + \tau}, \quad
+              \theta = (1 + 2\gamma\tau)^{-1/2},\ \tau \leftarrow \theta\tau,\
+              \sigma \leftarrow \sigma/\theta, \quad \bar u \leftarrow u^+ + \theta(u^+ - u),
+
+    with :math:`\tau_0\sigma_0 = 1/8 \le 1/\|\nabla\|^2`, :math:`\tau_0 = 0.3`,
+    :math:`\gamma = 0.5`; :math:`\|u - u^\star\|^2 = O(1/k^2)`. Cost per iteration: about
+    15 passes over :math:`BHW` numbers, no allocation; every ``check_every`` iterations the
+    gap is computed (one host synchronization).
+
+    Certificate: for any :math:`u` and feasible :math:`p`, the duality gap is
+    :math:`P(u) - D(p) = \tfrac12\|u - u_p\|^2 + \lambda\mathrm{TV}_w(u) - \langle\nabla u,
+    p\rangle \ge 0`; it bounds :math:`P(u) - P(u^\star)` and :math:`\tfrac12\|u -
+    u^\star\|^2`. It is evaluated at both :math:`u` and :math:`u_p`, and the better one is
+    returned. The solver stops when, for every image, the gap is at most ``tol`` times
+    :math:`P(\bar f) = \tfrac12\|f - \bar f\|^2`, the objective at the constant image equal
+    to the mean of :math:`f` (which the solution preserves).
+
+    Parameters
+    ----------
+    f : tensor of shape (H, W) or (B, H, W)
+        Noisy image(s); a batch is solved in one pass.
+    lam : float or tensor of shape (B,)
+        Strength(s) :math:`\lambda \ge 0` (scikit-image's ``weight``).
+    weights : tensor of shape (H, W) or (B, H, W), optional
+        Nonnegative pixel weights of the weighted TV (default 1).
+    isotropic : bool
+        Isotropic (default) or anisotropic TV.
+    tol : float, optional
+        Relative duality gap, see above. Default ``1e-8`` in float64, ``1e-5`` in float32.
+    max_iter, check_every : int
+        Iteration budget (a :class:`regref.ConvergenceWarning` when it is reached) and the
+        period of the gap check.
+    return_info : bool
+        Also return :class:`regref.Info`; ``certificate`` is the largest relative gap.
+
+    Returns
+    -------
+    u : tensor of ``f``'s shape, device and dtype
+    """
+    f = _image(f, "f")
+    fb = _batch(f)
+    lam_b = _strengths(lam, fb)
+    w = _pixel_weights(weights, fb)
+    tol, max_iter, check_every = _options(tol, max_iter, check_every, f.dtype, 1e-8, 1e-5)
+    u, info = _rof(fb, lam_b, w, isotropic, tol, max_iter, check_every)
+    if f.ndim == 2:
+        u = u[0]
+    return (u, info) if return_info else u
+
+
+@torch.no_grad()
+def _rof(f, lam, w, isotropic, tol, max_iter, check_every):
+    """Accelerated primal-dual iterations for ROF on a validated batch f (B, H, W)."""
+    B, H, W = f.shape
+    scale = 0.5 * ((f - f.mean((1, 2), keepdim=True)) ** 2).sum((1, 2))
+    scale = scale.clamp(min=torch.finfo(f.dtype).tiny)
+    radius = lam if w is None else lam * w
+    tau, sigma = _TAU0, 1.0 / (8.0 * _TAU0)
+    u, u_bar, u_old = f.clone(), f.clone(), torch.empty_like(f)
+    d, buf = torch.empty_like(f), torch.empty_like(f)
+    p, g = f.new_zeros(B, 2, H, W), f.new_empty(B, 2, H, W)
+    n_iter = 0
+    while True:
+        for _ in range(min(check_every, max_iter - n_iter)):
+            _project(p.add_(_grad(u_bar, g), alpha=sigma), radius, isotropic, buf)
+            u_old.copy_(u)
+            u.add_(_div(p, d).add_(f), alpha=tau).div_(1.0 + tau)
+            theta = 1.0 / math.sqrt(1.0 + 2.0 * _GAMMA * tau)
+            tau, sigma = theta * tau, sigma / theta
+            torch.sub(u, u_old, out=u_bar).mul_(theta).add_(u)
+            n_iter += 1
+        u_p = _div(p, d).add_(f)
+        gap_p = _tv_gap(u_p, p, lam, w, isotropic, g)
+        gap_u = 0.5 * ((u - u_p) ** 2).sum((1, 2)) + _tv_gap(u, p, lam, w, isotropic, g)
+        better = (gap_p < gap_u)
+        gap = torch.minimum(gap_p, gap_u) / scale
+        worst = float(gap.amax())
+        if worst <= tol or n_iter >= max_iter:
+            break
+    u = torch.where(better[:, None, None], u_p, u)
+    info = Info(n_iter=n_iter, converged=worst <= tol, certificate=worst)
+    if not info.converged:
+        _warn("tv_denoise", tol, max_iter, worst)
+    return u, info
+
+
+# ----------------------------------------------------------------------------- Chambolle-Pock
+
+def _power_norm2(A, AT, x0: torch.Tensor, generator, iters: int = 50) -> float:
+    """Largest eigenvalue of AᵀA by power iteration from a random start, times 1.05."""
+    v = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+    lam = 0.0
+    for _ in range(iters):
+        v = v / v.norm().clamp(min=torch.finfo(x0.dtype).tiny)
+        Av = AT(A(v))
+        lam = float((v * Av).sum())
+        v = Av
+    return 1.05 * lam
+
+
+def chambolle_pock(A: Callable, AT: Callable, b, lam, *, weights=None, isotropic: bool = True,
+                   op_norm=None, step_ratio: float = 1.0, tol=None, max_iter: int = 20_000,
+                   check_every: int = 50, generator: torch.Generator | None = None,
+                   return_info: bool = False):
+    r"""TV-regularized least squares for a linear operator, by Chambolle and Pock's method.
+
+    .. math:: \min_u\ P(u) = \tfrac12\|Au - b\|_2^2 + \lambda\,\mathrm{TV}_w(u).
+
+    Algorithm (chapter 16): the primal-dual hybrid gradient on
+    :math:`\min_u F(Ku)` with :math:`K = (A, \nabla)` and
+    :math:`F(y, p) = \tfrac12\|y - b\|^2 + \lambda\sum_{ij} w_{ij}|p_{ij}|`:
+
+    .. math:: y &\leftarrow (y + \sigma(A\bar u - b))/(1 + \sigma), \qquad
+              p \leftarrow \Pi_{\lambda w}(p + \sigma\nabla\bar u), \\
+              u^+ &\leftarrow u - \tau(A^\top y - \operatorname{div} p), \qquad
+              \bar u \leftarrow 2u^+ - u,
+
+    with :math:`\tau\sigma\|K\|^2 < 1`, :math:`\|K\|^2 \le \|A\|^2 + 8`; :math:`\|A\|^2` is
+    estimated by power iteration on :math:`A^\top A` (+5%) unless ``op_norm`` is given.
+    ``step_ratio`` is :math:`\sigma/\tau`. Cost per iteration: one :math:`A` and one
+    :math:`A^\top`, plus :math:`O(BHW)`; the certificate costs one more :math:`A`.
+
+    Certificate: :math:`(u, y, p)` is optimal iff the Fenchel-Young gap
+    :math:`\tfrac12\|Au - b - y\|^2 + \lambda\mathrm{TV}_w(u) - \langle\nabla u, p\rangle`
+    (nonnegative) and the stationarity residual :math:`\|A^\top y - \operatorname{div} p\|`
+    vanish, and :math:`P(u) - P^\star \le \text{gap} + \|u - u^\star\|\,\text{residual}`.
+    The solver stops when, for every image, both the gap divided by :math:`P(0) =
+    \tfrac12\|b\|^2` and the residual divided by :math:`\|A^\top b\|` are at most ``tol``;
+    ``certificate`` is the larger of the two (worst image).
+
+    Parameters
+    ----------
+    A, AT : callables
+        The operator and its adjoint. ``AT(b)`` must have shape (H, W) or (B, H, W) (this
+        fixes the image shape) and ``A`` must map it back to ``b``'s shape; both act on the
+        whole batch at once.
+    b : tensor
+        Data, of the shape ``A`` produces (a leading batch dimension when batched).
+    lam : float or tensor of shape (B,)
+        Strength(s) :math:`\lambda \ge 0`.
+    weights, isotropic
+        As in :func:`tv_denoise`.
+    op_norm : float, optional
+        An upper bound on :math:`\|A\|` (skips the power iteration).
+    step_ratio : float
+        :math:`\sigma/\tau > 0`; the steps are :math:`\tau = 0.99/(\|K\|\sqrt{r})`,
+        :math:`\sigma = 0.99\sqrt{r}/\|K\|`.
+    tol : float, optional
+        Default ``1e-6`` in float64, ``1e-4`` in float32.
+    max_iter, check_every : int
+    generator : torch.Generator, optional
+        For the power iteration's random start.
+    return_info : bool
+
+    Returns
+    -------
+    u : tensor of the image shape, on ``b``'s device and dtype
+    """
+    b = check_finite(as_float_tensor(b, "b"), "b")
+    x0 = AT(b)
+    if not isinstance(x0, torch.Tensor) or x0.ndim not in (2, 3):
+        raise ValueError("AT(b) must be an image tensor of shape (H, W) or (B, H, W), got "
+                         f"{getattr(x0, 'shape', type(x0).__name__)}")
+    Ab = A(torch.zeros_like(x0))
+    if not isinstance(Ab, torch.Tensor) or Ab.shape != b.shape:
+        raise ValueError(f"A must map images of shape {tuple(x0.shape)} to b's shape "
+                         f"{tuple(b.shape)}, got {tuple(getattr(Ab, 'shape', ()))}")
+    batched = x0.ndim == 3
+    xb = _batch(x0)
+    lam_b = _strengths(lam, xb)
+    w = _pixel_weights(weights, xb)
+    tol, max_iter, check_every = _options(tol, max_iter, check_every, b.dtype, 1e-6, 1e-4)
+    ratio = check_positive(step_ratio, "step_ratio")
+    if op_norm is None:
+        norm2 = _power_norm2(A, AT, x0, generator)
+    else:
+        norm2 = check_positive(op_norm, "op_norm") ** 2
+    K = math.sqrt(norm2 + 8.0)
+    tau, sigma = 0.99 / (K * math.sqrt(ratio)), 0.99 * math.sqrt(ratio) / K
+    u, info = _pdhg(A, AT, b, xb, batched, lam_b, w, isotropic, tau, sigma, tol, max_iter,
+                    check_every)
+    u = u if batched else u[0]
+    return (u, info) if return_info else u
+
+
+@torch.no_grad()
+def _pdhg(A, AT, b, x0, batched, lam, w, isotropic, tau, sigma, tol, max_iter, check_every):
+    """The Chambolle-Pock iterations on a batch of images x0 (B, H, W)."""
+    def fwd(v):  # A on the (B, H, W) batch, result with b's shape
+        return A(v if batched else v[0])
+
+    def adj(y):
+        out = AT(y)
+        return out if batched else out[None]
+
+    B = x0.shape[0]
+    dims = tuple(range(1, b.ndim)) if batched else tuple(range(b.ndim))
+    p0 = 0.5 * (b * b).sum(dims).reshape(B).clamp(min=torch.finfo(b.dtype).tiny)
+    atb = x0.flatten(1).norm(dim=1).clamp(min=torch.finfo(b.dtype).tiny)
+    radius = lam if w is None else lam * w
+    u, u_bar = torch.zeros_like(x0), torch.zeros_like(x0)
+    y = torch.zeros_like(b)
+    p, g = x0.new_zeros(B, 2, *x0.shape[1:]), x0.new_empty(B, 2, *x0.shape[1:])
+    d, buf = torch.empty_like(x0), torch.empty_like(x0)
+    n_iter = 0
+    while True:
+        for _ in range(min(check_every, max_iter - n_iter)):
+            y = (y + sigma * (fwd(u_bar) - b)) / (1.0 + sigma)
+            _project(p.add_(_grad(u_bar, g), alpha=sigma), radius, isotropic, buf)
+            step = adj(y) - _div(p, d)
+            torch.add(u, step, alpha=-2.0 * tau, out=u_bar)   # u_bar = 2 u+ - u
+            u.sub_(step, alpha=tau)
+            n_iter += 1
+        r_data = fwd(u) - b - y
+        fy = 0.5 * (r_data * r_data).sum(dims).reshape(B)
+        fy = fy + _tv_gap(u, p, lam, w, isotropic, g)
+        stat = (adj(y) - _div(p, d)).flatten(1).norm(dim=1)
+        cert = torch.maximum(fy / p0, stat / atb)
+        worst = float(cert.amax())
+        if worst <= tol or n_iter >= max_iter:
+            break
+    info = Info(n_iter=n_iter, converged=worst <= tol, certificate=worst)
+    if not info.converged:
+        _warn("chambolle_pock", tol, max_iter, worst)
+    return u, info
+
+
+# ----------------------------------------------------------------------------- tomography
+
+def parallel_beam(n: int, angles, *, n_det: int | None = None, dtype=torch.float64,
+                  device=None) -> torch.Tensor:
+    r"""Parallel-beam projection matrix of an ``n`` x ``n`` image (pixel-driven, linear).
+
+    Pixel :math:`(i, j)` (row :math:`i`, column :math:`j`) has centre
+    :math:`x = j - c`, :math:`y = c - i`, :math:`c = \lfloor n/2\rfloor`; at angle
+    :math:`\theta` it projects to the detector coordinate
+    :math:`s = x\cos\theta + y\sin\theta`, and its value is split between the
+    two nearest of ``n_det`` unit detector bins (centres at
+    :math:`k - \lfloor n_\mathrm{det}/2\rfloor`) by linear interpolation. The row of bin
+    :math:`k` at angle :math:`\theta` thus approximates the line integral along
+    :math:`\{x\cos\theta + y\sin\theta = s_k\}`, like ``skimage.transform.radon``
+    (``circle=False``, angles in degrees there). Each column has at most 2 nonzeros per angle.
+
+    Parameters
+    ----------
+    n : int
+        Image side.
+    angles : sequence of float
+        Projection angles in radians.
+    n_det : int, optional
+        Detector bins; default :math:`\lceil\sqrt2\,n\rceil`, enough for every pixel.
+
+    Returns
+    -------
+    sparse CSR tensor of shape (len(angles) * n_det, n * n): rows ordered angle-major,
+    columns the row-major flattened image. Use :func:`matrix_operator` for an ``(A, AT)`` pair.
+    """
+    n = check_positive_int(n, "n")
+    theta = check_finite(as_float_tensor(angles, "angles").to(torch.float64), "angles")
+    theta = check_ndim(theta, "angles", (1,))
+    if theta.numel() == 0:
+        raise ValueError("angles must not be empty")
+    n_det = math.ceil(math.sqrt(2) * n) if n_det is None else check_positive_int(n_det, "n_det")
+    c = n // 2  # the rotation centre of skimage.transform.radon
+    idx = torch.arange(n, dtype=torch.float64)
+    y, x = torch.meshgrid(c - idx, idx - c, indexing="ij")
+    s = (x.reshape(1, -1) * torch.cos(theta)[:, None] + y.reshape(1, -1) * torch.sin(theta)[:, None]
+         + n_det // 2)                                         # (angles, pixels), in bin units
+    k0 = torch.floor(s)
+    frac = s - k0
+    pix = torch.arange(n * n).expand_as(s)
+    ang = torch.arange(len(theta))[:, None].expand_as(s)
+    rows, cols, vals = [], [], []
+    for k, v in ((k0, 1.0 - frac), (k0 + 1, frac)):
+        ok = (k >= 0) & (k < n_det) & (v > 0)
+        rows.append((ang * n_det + k.long())[ok])
+        cols.append(pix[ok])
+        vals.append(v[ok])
+    M = torch.sparse_coo_tensor(torch.stack([torch.cat(rows), torch.cat(cols)]), torch.cat(vals),
+                                (len(theta) * n_det, n * n), check_invariants=True).coalesce()
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        M = M.to(dtype=dtype).to_sparse_csr()
+    return M if device is None else M.to(device)
+
+
+def matrix_operator(M: torch.Tensor, shape: tuple[int, int]):
+    r"""The pair :math:`(u \mapsto Mu,\ y \mapsto M^\top y)` acting on images.
+
+    ``A(u)`` maps images (H, W) or (B, H, W) to vectors (m,) or (B, m) and ``AT`` back, with
+    :math:`M` dense or sparse of shape (m, H W) (e.g. :func:`parallel_beam`); the batch is one
+    matrix product. Cost: :math:`O(\mathrm{nnz}(M))` per image.
+
+    Returns
+    -------
+    (A, AT) : callables, ready for :func:`chambolle_pock`
+    """
+    H, W = shape
+    if M.ndim != 2 or M.shape[1] != H * W:
+        raise ValueError(f"M must have shape (m, {H * W}) for images of shape {(H, W)}, "
+                         f"got {tuple(M.shape)}")
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        MT = M.t().to_sparse_csr() if M.layout != torch.strided else M.t()
+
+    def A(u):
+        flat = u.reshape(-1, H * W)
+        out = (M @ flat.t()).t()
+        return out if u.ndim == 3 else out[0]
+
+    def AT(y):
+        flat = y.reshape(-1, M.shape[0])
+        out = (MT @ flat.t()).t().reshape(-1, H, W)
+        return out if y.ndim == 2 else out[0]
+
+    return A, AT
+
+
+# ----------------------------------------------------------------------------- deconvolution
+
+def _kernel_fft(kernel, like: torch.Tensor) -> torch.Tensor:
+    """FFT of a small centred PSF zero-padded and rolled to the image size."""
+    k = _image(kernel, "kernel", like=like)
+    if k.ndim != 2 or k.shape[0] > like.shape[-2] or k.shape[1] > like.shape[-1]:
+        raise ValueError(f"kernel must be 2-D and no larger than the image "
+                         f"{tuple(like.shape[-2:])}, got shape {tuple(k.shape)}")
+    H, W = like.shape[-2:]
+    pad = like.new_zeros(H, W)
+    pad[: k.shape[0], : k.shape[1]] = k
+    pad = torch.roll(pad, (-(k.shape[0] // 2), -(k.shape[1] // 2)), dims=(0, 1))
+    return torch.fft.rfft2(pad)
+
+
+def blur_fft(u, kernel) -> torch.Tensor:
+    r"""Periodic convolution :math:`k * u` of images with a centred kernel, by FFT.
+
+    The kernel's centre is entry ``(kh // 2, kw // 2)``; the image wraps around at its edges.
+    Cost: :math:`O(HW\log(HW))` per image.
+
+    Parameters
+    ----------
+    u : tensor of shape (H, W) or (B, H, W)
+    kernel : tensor of shape (kh, kw), no larger than the image
+
+    Returns
+    -------
+    tensor of ``u``'s shape
+    """
+    u = _image(u, "u")
+    K = _kernel_fft(kernel, u)
+    return torch.fft.irfft2(torch.fft.rfft2(u) * K, s=u.shape[-2:])
+
+
+def deconvolve_fft(f, kernel, lam, *, order: int = 0) -> torch.Tensor:
+    r"""Tikhonov (``order=0``) or Sobolev (``order >= 1``) deconvolution of a periodic blur.
+
+    .. math:: \min_u\ \tfrac12\|k * u - f\|_2^2 + \tfrac\lambda2\|D^{s} u\|_2^2
+              \quad\Longrightarrow\quad
+              \hat u(\xi) = \frac{\overline{\hat k(\xi)}\,\hat f(\xi)}
+              {|\hat k(\xi)|^2 + \lambda\,|\hat d(\xi)|^{2s}},
+
+    where :math:`|\hat d(\xi)|^2 = 4\sin^2(\pi\xi_0/H) + 4\sin^2(\pi\xi_1/W)` is the symbol of
+    the periodic :math:`-\Delta = \nabla_{per}^\top\nabla_{per}`: ``order=1`` penalizes the
+    periodic forward differences (:math:`H^1` seminorm), ``order=2`` the Laplacian. Both
+    operators are diagonal in the Fourier basis, so the normal equations are solved
+    frequency by frequency. Cost: :math:`O(HW\log(HW))` per image. Derived in chapter 16.
+
+    Parameters
+    ----------
+    f : tensor of shape (H, W) or (B, H, W)
+        Blurred, noisy image(s).
+    kernel : tensor of shape (kh, kw)
+        Point-spread function, centred at ``(kh // 2, kw // 2)`` (as in :func:`blur_fft`).
+    lam : float >= 0
+    order : int >= 0
+        Sobolev order :math:`s` of the penalty.
+
+    Returns
+    -------
+    u : tensor of ``f``'s shape
+
+    Raises
+    ------
+    ValueError
+        If the normal equations are singular (a frequency where both :math:`\hat k` and the
+        penalty's symbol vanish, e.g. ``order >= 1`` with a kernel summing to zero).
+    """
+    f = _image(f, "f")
+    lam = float(check_strength(lam, "lam", f))
+    if isinstance(order, bool) or int(order) != order or order < 0:
+        raise ValueError(f"order must be a nonnegative integer, got {order}")
+    H, W = f.shape[-2:]
+    K = _kernel_fft(kernel, f)
+    xi0 = torch.arange(H, dtype=f.dtype, device=f.device)[:, None]
+    xi1 = torch.arange(W // 2 + 1, dtype=f.dtype, device=f.device)[None, :]
+    symbol = 4 * torch.sin(math.pi * xi0 / H) ** 2 + 4 * torch.sin(math.pi * xi1 / W) ** 2
+    denom = K.abs() ** 2 + lam * symbol ** int(order)
+    if bool((denom <= 1e3 * torch.finfo(f.dtype).tiny).any()):
+        raise ValueError("the deconvolution is singular: the kernel's Fourier transform and "
+                         "the penalty vanish at a common frequency (increase lam, use "
+                         "order=0, or a kernel with nonzero sum)")
+    return torch.fft.irfft2(K.conj() * torch.fft.rfft2(f) / denom, s=(H, W))
+
+
+# ----------------------------------------------------------------------------- plug-and-play
+
+def pnp_proximal_gradient(grad_f: Callable, denoiser: Callable, x0, step, *, tol=None,
+                          max_iter: int = 1000, check_every: int = 1,
+                          return_info: bool = False):
+    r"""Plug-and-play proximal gradient: :math:`x \leftarrow D(x - \gamma\nabla f(x))`.
+
+    With :math:`D = \operatorname{prox}_{\gamma g}` this is the proximal gradient method
+    (ISTA) for :math:`\min f + g`, e.g. :math:`D = ` soft thresholding at
+    :math:`\gamma\lambda` gives the lasso's ISTA, iterate for iterate; plug-and-play
+    replaces the prox by any denoiser (a TV denoiser, a learned network). Convergence needs
+    conditions on :math:`D` (nonexpansive, or an exact prox of some function, chapter 16);
+    the loop stops on the fixed-point residual, which vanishes exactly at fixed points.
+
+    Cost per iteration: one gradient and one denoiser call, on whatever shape (and batch)
+    ``x0`` has.
+
+    Parameters
+    ----------
+    grad_f : callable
+        :math:`x \mapsto \nabla f(x)`, same shape as ``x``.
+    denoiser : callable
+        :math:`v \mapsto D(v)`, same shape as ``v``.
+    x0 : tensor
+        Starting point.
+    step : float > 0
+        :math:`\gamma` (for ISTA, at most :math:`1/L`, L the Lipschitz constant of
+        :math:`\nabla f`).
+    tol : float, optional
+        Stop when :math:`\|x_{k+1} - x_k\| \le` ``tol`` :math:`\cdot\max(\|x_{k+1}\|, 1)`
+        (whole tensor). Default ``1e-10`` in float64, ``1e-6`` in float32.
+    max_iter, check_every : int
+        Budget (:class:`regref.ConvergenceWarning` when reached) and check period.
+    return_info : bool
+        Also return :class:`regref.Info`; ``certificate`` is the last relative residual.
+
+    Returns
+    -------
+    x : tensor of ``x0``'s shape
+    """
+    x = check_finite(as_float_tensor(x0, "x0"), "x0")
+    step = check_positive(step, "step")
+    tol, max_iter, check_every = _options(tol, max_iter, check_every, x.dtype, 1e-10, 1e-6)
+    n_iter = 0
+    while True:
+        for _ in range(min(check_every, max_iter - n_iter)):
+            x_old = x
+            x = denoiser(x - step * grad_f(x))
+            n_iter += 1
+        res = float((x - x_old).norm() / x.norm().clamp(min=1.0))
+        if not math.isfinite(res):
+            raise ValueError("pnp_proximal_gradient diverged (non-finite iterate): reduce step")
+        if res <= tol or n_iter >= max_iter:
+            break
+    info = Info(n_iter=n_iter, converged=res <= tol, certificate=res)
+    if not info.converged:
+        _warn("pnp_proximal_gradient", tol, max_iter, res)
+    return (x, info) if return_info else x

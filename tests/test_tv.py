@@ -1,0 +1,392 @@
+"""Oracle, adjoint, property and bad-input tests of regref.tv.
+
+Oracles: scikit-image ``denoise_tv_chambolle`` (same objective, run at a tight ``eps``),
+cvxpy (Clarabel, a conic solver) for exact TV minimisers on tiny images, a dense linear
+solve for the Fourier deconvolution, ``scipy.ndimage.convolve(mode="wrap")`` for the
+periodic blur, ``skimage.transform.radon`` for the projector, and a hand-written ISTA
+for plug-and-play. Tolerances on solutions follow from the certificate: the ROF objective is
+1-strongly convex, so ``||u - u*||^2 <= 2 (P(u) - P*) <= 2 gap``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import cvxpy as cp
+import numpy as np
+import pytest
+import torch
+from conftest import tol
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.ndimage import convolve
+from skimage.restoration import denoise_tv_chambolle
+from skimage.transform import radon
+
+import regref
+from regref import prox, sparse, tv
+
+F64 = torch.float64
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def grad_np(u):
+    """Forward differences, zero past the last row/column (numpy, independent of regref)."""
+    g0 = np.zeros_like(u)
+    g1 = np.zeros_like(u)
+    g0[..., :-1, :] = u[..., 1:, :] - u[..., :-1, :]
+    g1[..., :, :-1] = u[..., :, 1:] - u[..., :, :-1]
+    return g0, g1
+
+
+def tv_np(u, isotropic=True, w=None):
+    g0, g1 = grad_np(np.asarray(u, dtype=float))
+    mag = np.hypot(g0, g1) if isotropic else np.abs(g0) + np.abs(g1)
+    return (mag * (1.0 if w is None else w)).sum(axis=(-2, -1))
+
+
+def rof_np(u, f, lam, isotropic=True, w=None):
+    u = np.asarray(u, dtype=float)
+    return 0.5 * ((u - f) ** 2).sum(axis=(-2, -1)) + lam * tv_np(u, isotropic, w)
+
+
+def rel_scale(f):
+    """The certificate's scale, P(mean f) = ||f - mean f||^2 / 2 (per image)."""
+    return 0.5 * ((f - f.mean(axis=(-2, -1), keepdims=True)) ** 2).sum(axis=(-2, -1))
+
+
+def cvx_rof(f, lam, isotropic=True, w=None, A=None, b=None):
+    """Exact minimiser of 1/2||u - f||^2 (or 1/2||A vec(u) - b||^2) + lam TV_w(u), by cvxpy."""
+    H, W = f.shape
+    u = cp.Variable((H, W))
+    d0 = cp.vstack([u[1:, :] - u[:-1, :], np.zeros((1, W))])
+    d1 = cp.hstack([u[:, 1:] - u[:, :-1], np.zeros((H, 1))])
+    w = np.ones((H, W)) if w is None else w
+    if isotropic:
+        mag = cp.norm(cp.vstack([cp.vec(d0, order="C"), cp.vec(d1, order="C")]), 2, axis=0)
+        tvw = cp.sum(cp.multiply(w.reshape(-1), mag))
+    else:
+        tvw = cp.sum(cp.multiply(w, cp.abs(d0) + cp.abs(d1)))
+    fit = cp.sum_squares(u - f) if A is None else cp.sum_squares(A @ cp.vec(u, order="C") - b)
+    prob = cp.Problem(cp.Minimize(0.5 * fit + lam * tvw))
+    prob.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
+    return u.value, prob.value
+
+
+@pytest.fixture
+def noisy(rng):
+    """A piecewise-constant 24 x 20 image plus noise."""
+    img = np.zeros((24, 20))
+    img[5:15, 4:12] = 1.0
+    img[10:20, 9:17] += 0.5
+    return img + 0.2 * rng.standard_normal(img.shape)
+
+
+# --- 1. gradient, divergence, TV -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (3, 1, 6), (2, 3, 4, 4)])
+def test_div_is_minus_adjoint_of_grad(rng, shape):
+    u = rng.standard_normal(shape)
+    p = rng.standard_normal(shape[:-2] + (2,) + shape[-2:])
+    g, d = tv.grad2d(u), tv.div2d(p)
+    assert g.shape == p.shape and d.shape == u.shape
+    lhs, rhs = float((g.numpy() * p).sum()), float(-(u * d.numpy()).sum())
+    assert abs(lhs - rhs) <= tol(F64, np.abs(u).sum() * np.abs(p).max() * 4)
+    g0, g1 = grad_np(u)
+    assert np.allclose(g[..., 0, :, :].numpy(), g0, rtol=0, atol=1e-15)
+    assert np.allclose(g[..., 1, :, :].numpy(), g1, rtol=0, atol=1e-15)
+
+
+def test_grad_norm_squared_at_most_8(rng):
+    # power iteration on div(grad(.)) = -grad^T grad
+    v = torch.as_tensor(rng.standard_normal((16, 16)))
+    for _ in range(300):
+        v = -tv.div2d(tv.grad2d(v))
+        v = v / v.norm()
+    top = float((-tv.div2d(tv.grad2d(v)) * v).sum())
+    assert 7.5 < top <= 8.0 + 1e-12
+
+
+@pytest.mark.parametrize("isotropic", [True, False])
+def test_tv_norm_matches_numpy(rng, isotropic, dtype):
+    u = rng.standard_normal((3, 6, 5))
+    w = rng.uniform(0, 2, (6, 5))
+    got = tv.tv_norm(torch.as_tensor(u, dtype=dtype), isotropic=isotropic, weights=w)
+    assert got.dtype == dtype and got.shape == (3,)
+    assert np.allclose(got.double().numpy(), tv_np(u, isotropic, w), rtol=tol(dtype, 10))
+    single = tv.tv_norm(u[0], isotropic=isotropic)
+    assert single.shape == () and math.isclose(float(single), tv_np(u[0], isotropic), rel_tol=1e-12)
+
+
+# --- 2. tv_denoise against its oracles -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("lam", [0.05, 0.2])
+def test_tv_denoise_matches_skimage_objective(noisy, lam):
+    u, info = tv.tv_denoise(noisy, lam, return_info=True)
+    assert isinstance(info, regref.Info) and info.converged and info.certificate <= 1e-8
+    sk = denoise_tv_chambolle(noisy, weight=lam, eps=1e-12, max_num_iter=20_000)
+    P_r, P_sk = rof_np(u.numpy(), noisy, lam), rof_np(sk, noisy, lam)
+    # regref is certified within 1e-8 * P(mean f) of the optimum, which skimage cannot beat
+    assert P_r <= P_sk + 1e-8 * rel_scale(noisy) + tol(F64, P_sk)
+    assert abs(P_r - P_sk) <= 1e-5 * P_sk
+    assert np.abs(u.numpy() - sk).max() <= 1e-2
+
+
+@pytest.mark.parametrize("isotropic", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_tv_denoise_matches_cvxpy(rng, isotropic, weighted):
+    f = rng.standard_normal((7, 6))
+    w = rng.uniform(0.2, 2.0, f.shape) if weighted else None
+    lam = 0.3
+    u_star, P_star = cvx_rof(f, lam, isotropic, w)
+    u, info = tv.tv_denoise(f, lam, weights=w, isotropic=isotropic, tol=1e-11,
+                            max_iter=200_000, return_info=True)
+    gap = info.certificate * rel_scale(f)
+    P_u = rof_np(u.numpy(), f, lam, isotropic, w)
+    assert -1e-7 <= P_u - P_star <= gap + 1e-7  # cvxpy is accurate to ~1e-8
+    # strong convexity: ||u - u*||^2 <= 2 (P(u) - P*)
+    assert np.linalg.norm(u.numpy() - u_star) <= math.sqrt(2 * (gap + 1e-7))
+
+
+def test_tv_denoise_certificate_is_a_real_gap(noisy):
+    """The reported certificate bounds the true suboptimality (oracle: a tighter solve)."""
+    lam = 0.1
+    u, info = tv.tv_denoise(noisy, lam, tol=1e-4, return_info=True)
+    P_star = rof_np(tv.tv_denoise(noisy, lam, tol=1e-12, max_iter=100_000).numpy(), noisy, lam)
+    sub = rof_np(u.numpy(), noisy, lam) - P_star
+    assert -1e-9 <= sub <= info.certificate * rel_scale(noisy) + 1e-9
+    assert info.certificate <= 1e-4
+
+
+def test_tv_denoise_preserves_mean_and_limits(noisy):
+    u = tv.tv_denoise(noisy, 0.3)
+    assert math.isclose(float(u.mean()), noisy.mean(), rel_tol=1e-8)
+    assert torch.equal(tv.tv_denoise(noisy, 0.0), torch.as_tensor(noisy))
+    big = tv.tv_denoise(noisy, 1e4)  # a huge strength gives the constant mean image
+    assert np.abs(big.numpy() - noisy.mean()).max() <= 1e-6
+
+
+def test_tv_denoise_batched_equals_looped(rng):
+    f = rng.standard_normal((3, 12, 10))
+    lams = torch.tensor([0.05, 0.2, 0.0])
+    U = tv.tv_denoise(f, lams, tol=1e-10)
+    for k in range(3):
+        Uk = tv.tv_denoise(f[k], float(lams[k]), tol=1e-10)
+        assert np.linalg.norm(U[k].numpy() - Uk.numpy()) <= 2 * math.sqrt(2e-10 * rel_scale(f[k]))
+    shared = tv.tv_denoise(f, 0.1, weights=np.ones((12, 10)), tol=1e-10)
+    assert np.abs(shared.numpy() - tv.tv_denoise(f, 0.1, tol=1e-10).numpy()).max() <= 1e-12
+
+
+def test_tv_denoise_float32(noisy):
+    f32 = torch.as_tensor(noisy, dtype=torch.float32)
+    u, info = tv.tv_denoise(f32, 0.1, return_info=True)
+    assert u.dtype == torch.float32 and info.converged
+    u64 = tv.tv_denoise(noisy, 0.1)
+    # both within sqrt(2 gap) of the optimum: gap 1e-5 (float32 default) and 1e-8
+    bound = math.sqrt(2e-5 * rel_scale(noisy)) + math.sqrt(2e-8 * rel_scale(noisy)) + 1e-4
+    assert float(torch.linalg.norm(u.double() - u64)) <= bound
+
+
+def test_tv_denoise_warns_at_max_iter(noisy):
+    with pytest.warns(regref.ConvergenceWarning):
+        _, info = tv.tv_denoise(noisy, 0.1, tol=1e-14, max_iter=30, return_info=True)
+    assert not info.converged and info.n_iter == 30
+
+
+# --- 3. Chambolle-Pock ---------------------------------------------------------------------------
+
+
+def test_chambolle_pock_identity_equals_tv_denoise(noisy):
+    ident = (lambda u: u, lambda y: y)
+    u, info = tv.chambolle_pock(*ident, noisy, 0.1, tol=1e-8, return_info=True)
+    assert info.converged
+    ref = tv.tv_denoise(noisy, 0.1, tol=1e-12, max_iter=100_000)
+    assert float(torch.linalg.norm(u - ref)) <= 1e-3
+
+
+@pytest.mark.parametrize("isotropic", [True, False])
+def test_chambolle_pock_blur_matches_cvxpy(rng, isotropic):
+    H, W = 8, 7
+    kernel = np.array([[0.0, 0.15, 0.0], [0.15, 0.4, 0.15], [0.0, 0.15, 0.0]])
+    x = (rng.random((H, W)) > 0.5).astype(float)
+    b = tv.blur_fft(x, kernel) + 0.05 * torch.as_tensor(rng.standard_normal((H, W)))
+    # the blur as a dense matrix (columns = images of unit impulses), for cvxpy
+    Amat = np.stack([tv.blur_fft(e.reshape(H, W), kernel).numpy().ravel()
+                     for e in np.eye(H * W)], axis=1)
+    w = rng.uniform(0.5, 1.5, (H, W))
+    u_star, P_star = cvx_rof(np.zeros((H, W)), 0.05, isotropic, w, Amat, b.numpy().ravel())
+    A = lambda u: tv.blur_fft(u, kernel)  # noqa: E731
+    AT = lambda y: tv.blur_fft(y, kernel[::-1, ::-1].copy())  # noqa: E731
+    u, info = tv.chambolle_pock(A, AT, b, 0.05, weights=w, isotropic=isotropic, tol=1e-7,
+                                max_iter=200_000, generator=torch.Generator().manual_seed(0),
+                                return_info=True)
+    assert info.converged and u.shape == (H, W)
+    P_u = 0.5 * float(((A(u) - b) ** 2).sum()) + 0.05 * float(tv_np(u.numpy(), isotropic, w))
+    assert abs(P_u - P_star) <= 1e-5 * max(P_star, 1.0)
+    assert np.abs(u.numpy() - u_star).max() <= 1e-2
+
+
+def test_chambolle_pock_batched(rng):
+    n = 12
+    M = tv.parallel_beam(n, torch.linspace(0, math.pi, 7)[:-1])
+    A, AT = tv.matrix_operator(M, (n, n))
+    X = torch.as_tensor(rng.random((2, n, n)))
+    B = A(X)
+    assert B.shape == (2, M.shape[0])
+    opts = dict(tol=1e-6, op_norm=float(torch.linalg.matrix_norm(M.to_dense(), 2)))
+    U = tv.chambolle_pock(A, AT, B, torch.tensor([0.1, 0.5]), **opts)
+    for k, lam in enumerate((0.1, 0.5)):
+        Uk = tv.chambolle_pock(A, AT, B[k], lam, **opts)
+        assert float(torch.linalg.norm(U[k] - Uk)) <= 1e-2 * float(torch.linalg.norm(Uk))
+
+
+# --- 4. tomography, deconvolution, plug-and-play -------------------------------------------------
+
+
+def test_parallel_beam_adjoint_and_radon(rng):
+    n = 32
+    deg = np.linspace(0.0, 180.0, 12, endpoint=False)
+    M = tv.parallel_beam(n, np.deg2rad(deg))
+    A, AT = tv.matrix_operator(M, (n, n))
+    u = torch.as_tensor(rng.standard_normal((n, n)))
+    y = torch.as_tensor(rng.standard_normal(M.shape[0]))
+    assert abs(float(A(u) @ y) - float((u * AT(y)).sum())) <= tol(F64, 1e3)
+    disk = np.zeros((n, n))
+    ii, jj = np.mgrid[:n, :n]
+    disk[(ii - 12) ** 2 + (jj - 18) ** 2 < 36] = 1.0
+    ref = radon(disk, theta=deg, circle=False)                      # (bins, angles)
+    mine = A(torch.as_tensor(disk)).reshape(len(deg), -1).T.numpy()
+    assert mine.shape == ref.shape
+    # each projection keeps the mass exactly; the interpolations differ by a few percent
+    assert np.allclose(mine.sum(0), disk.sum(), rtol=1e-12)
+    assert np.linalg.norm(mine - ref) <= 0.05 * np.linalg.norm(ref)
+    assert np.allclose(mine[:, 0], ref[:, 0], atol=1e-9)            # axis-aligned: exact
+
+
+def test_blur_fft_is_periodic_convolution(rng):
+    u = rng.standard_normal((9, 11))
+    k = rng.random((3, 5))
+    # ndimage.convolve centres the kernel at (kh // 2, kw // 2) like blur_fft
+    assert np.allclose(tv.blur_fft(u, k).numpy(), convolve(u, k, mode="wrap"), atol=1e-12)
+
+
+@pytest.mark.parametrize("order", [0, 1, 2])
+def test_deconvolve_fft_solves_normal_equations(rng, order):
+    H, W = 6, 5
+    k = rng.random((3, 3))
+    f = rng.standard_normal((H, W))
+    lam = 0.3
+    K = np.stack([tv.blur_fft(e.reshape(H, W), k).numpy().ravel() for e in np.eye(H * W)], 1)
+    # periodic forward differences and D^T D = -Laplacian
+    D0 = np.kron(np.roll(np.eye(H), 1, axis=1) - np.eye(H), np.eye(W))
+    D1 = np.kron(np.eye(H), np.roll(np.eye(W), 1, axis=1) - np.eye(W))
+    L = D0.T @ D0 + D1.T @ D1
+    R = np.linalg.matrix_power(L, order)
+    u_dense = np.linalg.solve(K.T @ K + lam * R, K.T @ f.ravel())
+    u = tv.deconvolve_fft(f, k, lam, order=order)
+    assert np.allclose(u.numpy().ravel(), u_dense, atol=1e-10)
+    U = tv.deconvolve_fft(np.stack([f, 2 * f]), k, lam, order=order)
+    assert np.allclose(U[1].numpy(), 2 * u.numpy(), atol=1e-10)
+
+
+def test_pnp_with_soft_threshold_is_ista(rng):
+    n, p, lam = 40, 15, 0.05
+    X = torch.as_tensor(rng.standard_normal((n, p)))
+    y = torch.as_tensor(rng.standard_normal(n))
+    L = float(torch.linalg.matrix_norm(X, 2) ** 2) / n
+    step = 1.0 / L
+
+    def grad_f(w):
+        return X.T @ (X @ w - y) / n
+
+    def denoiser(v):
+        return prox.soft_threshold(v, step * lam)
+
+    w = torch.zeros(p, dtype=F64)
+    for k in range(1, 26):  # ISTA by hand, iterate for iterate
+        w = prox.soft_threshold(w - step * grad_f(w), step * lam)
+        with pytest.warns(regref.ConvergenceWarning):
+            x = tv.pnp_proximal_gradient(grad_f, denoiser, torch.zeros(p, dtype=F64), step,
+                                         tol=1e-300, max_iter=k)
+        assert torch.equal(x, w)
+    x, info = tv.pnp_proximal_gradient(grad_f, denoiser, torch.zeros(p, dtype=F64), step,
+                                       tol=1e-13, max_iter=100_000, return_info=True)
+    assert info.converged
+    assert float((x - sparse.lasso(X, y, lam, tol=1e-14)).abs().max()) <= 1e-9
+
+
+@settings(max_examples=15)
+@given(st.floats(0.01, 3.0), st.integers(0, 2**31 - 1))
+def test_tv_denoise_is_nonexpansive(lam, seed):
+    """u = prox of lam TV: ||prox(f) - prox(g)|| <= ||f - g|| (up to the certified gaps)."""
+    rng = np.random.default_rng(seed)
+    f, g = rng.standard_normal((2, 6, 5))
+    uf = tv.tv_denoise(f, lam, tol=1e-10, max_iter=100_000)
+    ug = tv.tv_denoise(g, lam, tol=1e-10, max_iter=100_000)
+    slack = math.sqrt(2e-10 * rel_scale(f)) + math.sqrt(2e-10 * rel_scale(g))
+    assert float(torch.linalg.norm(uf - ug)) <= np.linalg.norm(f - g) + slack + 1e-12
+
+
+# --- 5. bad input --------------------------------------------------------------------------------
+
+
+def _ident():
+    return (lambda u: u), (lambda y: y)
+
+
+BAD = [
+    ("lam", lambda f: tv.tv_denoise(f, float("nan"))),
+    ("lam", lambda f: tv.tv_denoise(f, -1.0)),
+    ("lam", lambda f: tv.tv_denoise(f, [0.1, 0.2, 0.3])),
+    ("f must be 2-D or 3-D", lambda f: tv.tv_denoise(f[0, 0], 0.1)),
+    ("f contains NaN", lambda f: tv.tv_denoise(np.where(f > 0.5, np.nan, f), 0.1)),
+    ("weights must have shape", lambda f: tv.tv_denoise(f, 0.1, weights=np.ones((3, 3)))),
+    ("weights must be nonnegative", lambda f: tv.tv_denoise(f, 0.1, weights=-np.ones((6, 5)))),
+    ("tol", lambda f: tv.tv_denoise(f, 0.1, tol=0.0)),
+    ("max_iter", lambda f: tv.tv_denoise(f, 0.1, max_iter=0)),
+    ("u contains NaN", lambda f: tv.tv_norm(np.full((4, 4), np.inf))),
+    ("p must have shape", lambda f: tv.div2d(f[0])),
+    ("A must map", lambda f: tv.chambolle_pock(lambda u: u[:-1], lambda y: y, f, 0.1)),
+    (r"AT\(b\) must be an image", lambda f: tv.chambolle_pock(lambda u: u, lambda y: y.sum(),
+                                                           f, 0.1)),
+    ("b contains NaN", lambda f: tv.chambolle_pock(*_ident(), f * np.nan, 0.1)),
+    ("lam", lambda f: tv.chambolle_pock(*_ident(), f, float("inf"))),
+    ("kernel must be 2-D", lambda f: tv.deconvolve_fft(f, np.ones((9, 9)), 0.1)),
+    ("order", lambda f: tv.deconvolve_fft(f, np.ones((3, 3)), 0.1, order=-1)),
+    ("singular", lambda f: tv.deconvolve_fft(f, np.array([[1.0, -1.0]]), 0.1, order=1)),
+    ("step", lambda f: tv.pnp_proximal_gradient(lambda x: x, lambda v: v, f, 0.0)),
+    ("angles", lambda f: tv.parallel_beam(8, [0.0, float("nan")])),
+    ("M must have shape", lambda f: tv.matrix_operator(torch.ones(3, 5), (2, 2))),
+]
+
+
+@pytest.mark.parametrize("match, call", BAD, ids=[f"{i}-{m[:20]}" for i, (m, _) in enumerate(BAD)])
+def test_bad_input_raises_value_error(rng, match, call):
+    f = rng.random((2, 6, 5))
+    with pytest.raises(ValueError, match=match):
+        call(f)
+
+
+# --- 6. GPU -------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dt", [torch.float32, torch.float64])
+def test_gpu_agrees_with_cpu(rng, dt):
+    f = torch.as_tensor(rng.random((4, 64, 48)), dtype=dt)
+    cpu, icpu = tv.tv_denoise(f, 0.1, return_info=True)
+    gpu, igpu = tv.tv_denoise(f.cuda(), 0.1, return_info=True)
+    assert gpu.is_cuda and gpu.dtype == dt and icpu.converged and igpu.converged
+    t = 1e-2 if dt == torch.float32 else 1e-6
+    assert float((gpu.cpu() - cpu).abs().max()) <= t
+    kernel = torch.ones(3, 3, dtype=dt) / 9
+    assert torch.allclose(tv.deconvolve_fft(f.cuda(), kernel.cuda(), 0.1).cpu(),
+                          tv.deconvolve_fft(f, kernel, 0.1), atol=10 * torch.finfo(dt).eps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tv.chambolle_pock(lambda u: u, lambda y: y, f.cuda(), 0.1, tol=1e-4)
