@@ -1,0 +1,355 @@
+"""Oracle, property and bad-input tests of regref.lowrank.
+
+Oracles: numpy's SVD (SVT, nuclear and spectral norms, the polar factor), cvxpy's
+``normNuc`` (the exact soft-impute minimiser of a tiny completion problem), the explicit
+matrix of a convolution built column by column with ``torch.nn.functional.conv2d`` on
+basis images (circular and zero padding), and brute-force sums (hyperspherical energy).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import cvxpy as cp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as tnf
+from conftest import tol
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import regref
+from regref import lowrank
+
+F64, F32 = torch.float64, torch.float32
+
+
+def np_svt(Y, tau):
+    U, s, Vt = np.linalg.svd(Y, full_matrices=False)
+    return (U * np.maximum(s - tau, 0)) @ Vt
+
+
+def np_project_spectral(Y, radius):
+    U, s, Vt = np.linalg.svd(Y, full_matrices=False)
+    return (U * np.minimum(s, radius)) @ Vt
+
+
+def completion(rng, m=30, n=20, rank=3, frac=0.5, noise=0.1):
+    """A planted low-rank matrix, noisy, with a random mask (True = observed)."""
+    Y = rng.standard_normal((m, rank)) @ rng.standard_normal((rank, n))
+    Y = Y + noise * rng.standard_normal((m, n))
+    return Y, rng.random((m, n)) < frac
+
+
+def objective(Y, mask, Z, lam):
+    R = np.where(mask, Y - Z, 0)
+    return 0.5 * (R**2).sum() + lam * np.linalg.svd(Z, compute_uv=False).sum()
+
+
+def exact_gap(Y, mask, Z, lam):
+    """The chapter's duality gap with the exact spectral norm of the residual."""
+    R = np.where(mask, Y - Z, 0)
+    a = min(1.0, lam / np.linalg.norm(R, 2))
+    dual = a * (Y * R).sum() - 0.5 * a * a * (R**2).sum()
+    return objective(Y, mask, Z, lam) - dual
+
+
+def f64(t):
+    return t.detach().cpu().double().numpy()
+
+
+# --- nuclear norm and SVT --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(7, 4), (4, 7), (3, 5, 6)])
+def test_svt_and_nuclear_norm_match_numpy(rng, dtype, shape):
+    Y = rng.standard_normal(shape)
+    taus = rng.uniform(0.2, 2.0, shape[:-2])
+    Z = lowrank.svt(torch.tensor(Y, dtype=dtype), torch.tensor(taus, dtype=dtype))
+    assert Z.dtype == dtype and Z.shape == shape
+    want = np_svt(Y, taus) if Y.ndim == 2 else np.stack([np_svt(y, t) for y, t in zip(Y, taus,
+                                                                                       strict=True)])
+    assert np.abs(f64(Z) - want).max() <= tol(dtype, np.abs(Y).max() * 10)
+    nuc = lowrank.nuclear_norm(torch.tensor(Y, dtype=dtype))
+    assert np.allclose(f64(nuc), np.linalg.svd(Y, compute_uv=False).sum(-1),
+                       rtol=tol(dtype, 10), atol=0)
+
+
+def test_svt_scalar_tau_batch_and_zero(rng):
+    Y = torch.tensor(rng.standard_normal((4, 6, 5)))
+    assert torch.allclose(lowrank.svt(Y, 0.0), Y, atol=1e-13)
+    assert torch.equal(lowrank.svt(Y, 1e3), torch.zeros_like(Y))
+    looped = torch.stack([lowrank.svt(y, 0.7) for y in Y])
+    assert torch.allclose(lowrank.svt(Y, 0.7), looped, atol=1e-13)
+
+
+matrices = arrays(np.float64, st.tuples(st.integers(1, 5), st.integers(1, 5)),
+                  elements=st.floats(-5, 5, allow_nan=False))
+
+
+@given(Y=matrices, tau=st.floats(0, 3))
+def test_svt_moreau_and_optimality(Y, tau):
+    """svt(Y, tau) + projection onto the spectral-norm ball of radius tau = Y, and the
+    optimality conditions: ||Y - Z||_2 <= tau, <Y - Z, Z> = tau ||Z||_*."""
+    Z = f64(lowrank.svt(Y, tau))
+    assert np.allclose(Z + np_project_spectral(Y, tau), Y, atol=1e-10)
+    G = Y - Z
+    assert np.linalg.norm(G, 2) <= tau + 1e-10
+    nuc = np.linalg.svd(Z, compute_uv=False).sum()
+    assert abs((G * Z).sum() - tau * nuc) <= 1e-9 * max(1.0, nuc)
+
+
+@given(Y1=arrays(np.float64, (4, 3), elements=st.floats(-5, 5)),
+       Y2=arrays(np.float64, (4, 3), elements=st.floats(-5, 5)), tau=st.floats(0, 3))
+def test_svt_is_firmly_nonexpansive(Y1, Y2, tau):
+    D = f64(lowrank.svt(Y1, tau)) - f64(lowrank.svt(Y2, tau))
+    assert (D * D).sum() <= (D * (Y1 - Y2)).sum() + 1e-9
+
+
+# --- soft-impute -----------------------------------------------------------------------------
+
+
+def test_soft_impute_matches_cvxpy(rng):
+    Y, mask = completion(rng, 8, 6, rank=2, frac=0.6)
+    lam = 0.5
+    Zv = cp.Variable(Y.shape)
+    cost = 0.5 * cp.sum_squares(cp.multiply(mask.astype(float), Y - Zv)) + lam * cp.normNuc(Zv)
+    prob = cp.Problem(cp.Minimize(cost))
+    prob.solve(solver=cp.CLARABEL)
+    Z, info = lowrank.soft_impute(Y, mask, lam, return_info=True)
+    assert isinstance(info, regref.Info) and info.converged and info.certificate <= 1e-12
+    assert objective(Y, mask, f64(Z), lam) <= prob.value + 1e-7
+    assert np.abs(f64(Z) - Zv.value).max() <= 1e-4  # cvxpy's interior point is the looser one
+
+
+def test_soft_impute_is_a_fixed_point_of_svt(rng):
+    Y, mask = completion(rng)
+    lam = 2.0
+    Z = f64(lowrank.soft_impute(Y, mask, lam))
+    filled = np.where(mask, Y, Z)
+    assert np.abs(np_svt(filled, lam) - Z).max() <= 1e-8 * np.abs(Y).max()
+    assert 0 < np.linalg.matrix_rank(Z, 1e-8) < min(Y.shape)
+
+
+def test_soft_impute_certificate_is_a_true_gap_and_shrinks(rng):
+    Y, mask = completion(rng, noise=0.3)
+    lam = 1.0
+    p0 = 0.5 * (Y[mask] ** 2).sum()
+    gaps = []
+    for t in (1e-3, 1e-6, 1e-12):
+        Z, info = lowrank.soft_impute(Y, mask, lam, tol=t, return_info=True)
+        gap = exact_gap(Y, mask, f64(Z), lam)
+        assert gap >= -1e-9 * p0 and gap / p0 <= t
+        assert info.certificate == pytest.approx(gap / p0, rel=1e-3, abs=1e-12)
+        gaps.append(gap)
+    assert gaps[-1] < gaps[0] and gaps[-1] <= 1e-12 * p0
+
+
+def test_soft_impute_sparse_inputs_match_dense(rng):
+    Y, mask = completion(rng)
+    lam = 1.5
+    Z = lowrank.soft_impute(Y, mask, lam)
+    r, c = np.nonzero(mask)
+    F = lowrank.soft_impute((r, c, Y[r, c], Y.shape), None, lam)
+    assert isinstance(F, lowrank.Factors) and F.U.shape[1] == F.s.shape[0] == F.V.shape[1]
+    assert torch.allclose(F.dense(), Z, atol=1e-8)
+    assert torch.allclose(F.at(torch.as_tensor(r), torch.as_tensor(c)), Z[mask], atol=1e-8)
+    coo = torch.sparse_coo_tensor(np.stack([r, c]), Y[r, c], Y.shape, check_invariants=True)
+    assert torch.allclose(lowrank.soft_impute(coo, None, lam).dense(), Z, atol=1e-8)
+
+
+def test_soft_impute_path_order_and_warm_starts(rng):
+    Y, mask = completion(rng)
+    lams = torch.tensor([0.5, 4.0, 1.5])  # not sorted: rows follow the caller's order
+    Zs, info = lowrank.soft_impute_path(Y, mask, lams, return_info=True)
+    assert Zs.shape == (3,) + Y.shape and info.converged
+    for Zi, lam in zip(Zs, lams.tolist(), strict=True):
+        assert torch.allclose(Zi, lowrank.soft_impute(Y, mask, lam), atol=1e-8)
+    ranks = [np.linalg.matrix_rank(f64(Zi), 1e-8) for Zi in Zs]
+    assert ranks[1] <= ranks[2] <= ranks[0]
+
+
+def test_soft_impute_zero_above_lambda_max_and_float32(rng):
+    Y, mask = completion(rng)
+    lam_max = np.linalg.norm(np.where(mask, Y, 0), 2)
+    zero = lowrank.soft_impute(Y, mask, 1.01 * lam_max)
+    assert torch.equal(zero, torch.zeros(Y.shape, dtype=F64))
+    Z32 = lowrank.soft_impute(torch.tensor(Y, dtype=F32), torch.tensor(mask), 1.0)
+    assert Z32.dtype == F32
+    assert (Z32.double() - lowrank.soft_impute(Y, mask, 1.0)).abs().max() <= 1e-3 * np.abs(Y).max()
+
+
+def test_soft_impute_warns_at_max_iter(rng):
+    Y, mask = completion(rng)
+    with pytest.warns(regref.ConvergenceWarning):
+        _, info = lowrank.soft_impute(Y, mask, 0.5, max_iter=2, return_info=True)
+    assert not info.converged and info.n_iter == 2
+
+
+# --- spectral norms --------------------------------------------------------------------------
+
+
+def test_spectral_norm_batched_matches_numpy(rng, dtype, gen):
+    W = torch.tensor(rng.standard_normal((5, 12, 7)), dtype=dtype)
+    sigma, u, v = lowrank.spectral_norm(W, generator=gen, return_vectors=True)
+    want = np.linalg.norm(f64(W), 2, axis=(-2, -1))
+    assert sigma.dtype == dtype and sigma.shape == (5,)
+    assert np.allclose(f64(sigma), want, rtol=tol(dtype, 100), atol=0)
+    assert torch.allclose(W @ v[..., None], (sigma[:, None] * u)[..., None],
+                          atol=tol(dtype, 100, factor=1e4))
+
+
+def test_spectral_norm_warns(rng, gen):
+    W = np.diag([1.0, 0.999999, 0.5])
+    with pytest.warns(regref.ConvergenceWarning):
+        lowrank.spectral_norm(W, max_iter=10, generator=gen)
+
+
+def conv_matrix(K, n, padding):
+    """The explicit (c_out n^2) x (c_in n^2) matrix of conv2d with 'same' output size."""
+    c_in, k = K.shape[1], K.shape[-1]
+    basis = torch.eye(c_in * n * n, dtype=K.dtype).reshape(-1, c_in, n, n)
+    if padding == "circular":
+        out = tnf.conv2d(tnf.pad(basis, [k // 2, (k - 1) // 2] * 2, mode="circular"), K)
+    else:
+        out = tnf.conv2d(basis, K, padding=k // 2)  # any stride-1 zero padding is a restriction
+    return out.reshape(basis.shape[0], -1).T
+
+
+@pytest.mark.parametrize("c_out, c_in, k, n", [(3, 2, 3, 5), (2, 4, 2, 4), (1, 1, 3, 6)])
+def test_conv_singular_values_match_explicit_matrix(rng, c_out, c_in, k, n):
+    K = torch.tensor(rng.standard_normal((c_out, c_in, k, k)))
+    sv = lowrank.conv_singular_values(K, n)
+    assert sv.shape == (n, n, min(c_out, c_in))
+    dense = np.linalg.svd(f64(conv_matrix(K, n, "circular")), compute_uv=False)
+    got = np.sort(f64(sv).ravel())[::-1]
+    assert np.allclose(got, dense[: got.size], atol=1e-10)
+    assert np.allclose(dense[got.size:], 0, atol=1e-10)  # the rest are zero (c_out != c_in)
+    norm_c = float(lowrank.conv_spectral_norm(K, n))
+    assert norm_c == pytest.approx(dense[0], rel=1e-12)
+    zero_exact = np.linalg.norm(f64(conv_matrix(K, n, "zeros")), 2)
+    assert float(lowrank.conv_spectral_norm(K, n, padding="zeros")) >= zero_exact - 1e-12
+
+
+def test_conv_spectral_norm_batched(rng):
+    K = torch.tensor(rng.standard_normal((4, 2, 3, 3, 3)))
+    looped = torch.stack([lowrank.conv_spectral_norm(k, 8) for k in K])
+    assert torch.allclose(lowrank.conv_spectral_norm(K, 8), looped, rtol=1e-13)
+
+
+# --- orthogonality ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(9, 4), (4, 9), (3, 6, 6)])
+@pytest.mark.parametrize("order, steps", [("cubic", 40), ("quintic", 25)])
+def test_newton_schulz_matches_svd_polar(rng, dtype, shape, order, steps):
+    W = rng.standard_normal(shape)
+    U, _, Vt = np.linalg.svd(W, full_matrices=False)
+    P = lowrank.newton_schulz(torch.tensor(W, dtype=dtype), steps, order=order)
+    assert P.dtype == dtype
+    assert np.abs(f64(P) - U @ Vt).max() <= tol(dtype, 1e3)
+
+
+def test_newton_schulz_accuracy_depends_on_conditioning(rng):
+    Q1, _ = np.linalg.qr(rng.standard_normal((20, 20)))
+    Q2, _ = np.linalg.qr(rng.standard_normal((20, 20)))
+    err = {}
+    for smin in (0.5, 1e-3):
+        W = (Q1 * np.geomspace(1, smin, 20)) @ Q2.T
+        err[smin] = np.abs(f64(lowrank.newton_schulz(W, 10)) - Q1 @ Q2.T).max()
+    assert err[0.5] < 1e-8 < err[1e-3]
+
+
+def test_orthogonality_penalties(rng, dtype):
+    W = torch.tensor(rng.standard_normal((7, 4)), dtype=dtype, requires_grad=True)
+    pen = lowrank.orthogonality_penalty(W)
+    pen.backward()
+    Wd = W.detach()
+    G = Wd.T @ Wd - torch.eye(4, dtype=dtype)
+    assert torch.allclose(pen, (G * G).sum())
+    assert torch.allclose(W.grad, 4 * Wd @ G, atol=tol(dtype, 100))
+    s = np.linalg.svd(f64(Wd), compute_uv=False)
+    spec = lowrank.orthogonality_penalty(Wd, kind="spectral")
+    assert float(spec) == pytest.approx(np.abs(s**2 - 1).max(), rel=tol(dtype, 100))
+    Q = torch.linalg.qr(torch.tensor(rng.standard_normal((4, 7)).T)).Q
+    for M in (Q, Q.T):  # tall and wide
+        assert float(lowrank.orthogonality_penalty(M)) <= 1e-24
+
+
+def test_hyperspherical_energy(rng, dtype):
+    W = rng.standard_normal((2, 6, 3))
+    E = lowrank.hyperspherical_energy(torch.tensor(W, dtype=dtype))
+    E0 = lowrank.hyperspherical_energy(W, s=0)
+    for b in range(2):
+        Wn = W[b] / np.linalg.norm(W[b], axis=1, keepdims=True)
+        d = [np.linalg.norm(Wn[i] - Wn[j]) for i, j in itertools.combinations(range(6), 2)]
+        assert float(E[b]) == pytest.approx(sum(1 / x for x in d), rel=tol(dtype, 100))
+        assert float(E0[b]) == pytest.approx(-sum(math.log(x) for x in d), rel=1e-12)
+    tetra = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], float)
+    # six edges of length sqrt(8/3): the Thomson minimum for N = 4
+    assert float(lowrank.hyperspherical_energy(tetra)) == pytest.approx(6 / math.sqrt(8 / 3))
+    assert float(lowrank.hyperspherical_energy(tetra)) == pytest.approx(3.674234, abs=1e-6)
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+Y0, M0 = np.ones((4, 3)), np.ones((4, 3), bool)
+BAD = [
+    (lambda: lowrank.svt(np.ones(3), 1.0), "Y"),
+    (lambda: lowrank.svt(Y0, -1.0), "tau"),
+    (lambda: lowrank.svt(Y0, [1.0, 2.0]), "tau"),
+    (lambda: lowrank.svt(np.full((2, 2), np.nan), 1.0), "Y"),
+    (lambda: lowrank.nuclear_norm(np.ones((0, 3))), "W"),
+    (lambda: lowrank.soft_impute(Y0, None, 1.0), "mask"),
+    (lambda: lowrank.soft_impute(Y0, M0.astype(int), 1.0), "mask"),
+    (lambda: lowrank.soft_impute(Y0, M0[:2], 1.0), "mask"),
+    (lambda: lowrank.soft_impute(Y0, M0, -1.0), "lams"),
+    (lambda: lowrank.soft_impute(Y0, M0, 1.0, tol=0), "tol"),
+    (lambda: lowrank.soft_impute(Y0, M0, 1.0, max_iter=0), "max_iter"),
+    (lambda: lowrank.soft_impute(np.where(M0, np.inf, 0), M0, 1.0), "Y"),
+    (lambda: lowrank.soft_impute(([0, 5], [0, 1], [1.0, 2.0], (4, 3)), None, 1.0), "Y"),
+    (lambda: lowrank.soft_impute(([0, 0], [1, 1], [1.0, 2.0], (4, 3)), None, 1.0), "Y"),
+    (lambda: lowrank.soft_impute_path(Y0, M0, []), "lams"),
+    (lambda: lowrank.spectral_norm(np.ones(3)), "W"),
+    (lambda: lowrank.spectral_norm(Y0, tol=-1), "tol"),
+    (lambda: lowrank.conv_singular_values(np.ones((2, 3, 3)), 5), "kernel"),
+    (lambda: lowrank.conv_singular_values(np.ones((1, 1, 5, 5)), 3), "kernel"),
+    (lambda: lowrank.conv_spectral_norm(np.ones((1, 1, 3, 3)), 5, padding="same"), "padding"),
+    (lambda: lowrank.conv_spectral_norm(np.ones((1, 1, 3, 3)), 0), "n"),
+    (lambda: lowrank.newton_schulz(Y0, -1), "steps"),
+    (lambda: lowrank.newton_schulz(Y0, order="septic"), "order"),
+    (lambda: lowrank.orthogonality_penalty(Y0, kind="l1"), "kind"),
+    (lambda: lowrank.hyperspherical_energy(Y0, s=-1), "s"),
+    (lambda: lowrank.hyperspherical_energy(np.ones((1, 3))), "W"),
+    (lambda: lowrank.hyperspherical_energy(np.zeros((3, 3))), "W"),
+]
+
+
+@pytest.mark.parametrize("call, name", BAD, ids=[f"{i}-{n}" for i, (_, n) in enumerate(BAD)])
+def test_bad_input_raises_value_error_naming_the_argument(call, name):
+    with pytest.raises(ValueError, match=name):
+        call()
+
+
+# --- GPU -------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+def test_cpu_gpu_agree(rng):
+    Y, mask = completion(rng, 60, 50)
+    Z = lowrank.soft_impute(Y, mask, 1.0)
+    Zc = lowrank.soft_impute(torch.tensor(Y, device="cuda"), torch.tensor(mask, device="cuda"), 1.0)
+    assert Zc.device.type == "cuda" and torch.allclose(Zc.cpu(), Z, atol=1e-8)
+    W = torch.tensor(rng.standard_normal((3, 20, 10)))
+    for fn in (lowrank.svt, lambda w: lowrank.newton_schulz(w, 30)):
+        assert torch.allclose(fn(W.cuda(), *([0.5] if fn is lowrank.svt else [])).cpu(), fn(
+            W, *([0.5] if fn is lowrank.svt else [])), atol=1e-10)
+    K = torch.tensor(rng.standard_normal((4, 3, 3, 3)))
+    assert torch.allclose(lowrank.conv_spectral_norm(K.cuda(), 16).cpu(),
+                          lowrank.conv_spectral_norm(K, 16))
+    g = torch.Generator().manual_seed(0)
+    assert torch.allclose(lowrank.spectral_norm(W.cuda(), generator=g).cpu(),
+                          torch.linalg.matrix_norm(W, 2), rtol=1e-10)
