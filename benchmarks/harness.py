@@ -258,7 +258,7 @@ def _ms(seconds: float) -> str:
 def markdown_table(rows: list[Row]) -> str:
     """A MyST/GFM table, one line per row (no headings, so it can be ``{include}``-d)."""
     size_keys = list(rows[0].size) if rows else []
-    variants = list(rows[0].variants_s) if rows else []
+    variants = list(dict.fromkeys(v for r in rows for v in r.variants_s))  # union, in order
     head = (["problem", *size_keys, "peer", "regref (ms)", "peer (ms)", "ratio",
              "max rel. diff"] + [f"regref {v} (ms)" for v in variants])
     lines = ["| " + " | ".join(head) + " |",
@@ -267,6 +267,6 @@ def markdown_table(rows: list[Row]) -> str:
     for r in rows:
         cells = ([f"`{r.case}`", *(str(r.size[k]) for k in size_keys), r.peer,
                   _ms(r.regref_s), _ms(r.peer_s), f"{r.ratio:.3g}", f"{r.max_rel_diff:.1e}"]
-                 + [_ms(r.variants_s[v]) for v in variants])
+                 + [_ms(r.variants_s[v]) if v in r.variants_s else "—" for v in variants])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

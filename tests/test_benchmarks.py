@@ -56,3 +56,11 @@ def test_variant_is_checked_against_regref():
     (row,) = harness.run_case(case, repeats=1)
     assert 0 < row.variants_rel_diff["cpu fp32"] <= 1e-3
     assert row.variants_s["cpu fp32"] > 0
+
+
+def test_table_with_a_variant_on_some_rows_only():
+    rows = [harness.Row("toy", {"n": n}, "peer", 1.0, 2.0, 2.0, 0.0, 1e-8,
+                        variants_s={"gpu": 0.5} if n == 1 else {}) for n in (1, 2)]
+    lines = harness.markdown_table(rows).splitlines()
+    assert "regref gpu (ms)" in lines[0] and lines[2].endswith("| 500 |")
+    assert lines[3].endswith("| — |")
