@@ -22,5 +22,5 @@ from ._core import ConvergenceWarning, Info
 
 __version__ = "0.1.0"
 
-__all__ = ["ConvergenceWarning", "Info", "covariance", "lowrank", "ot", "prox", "ridge", "selection",
-           "sparse", "tv", "__version__"]
+__all__ = ["ConvergenceWarning", "Info", "covariance", "lowrank", "ot", "prox", "ridge",
+           "selection", "sparse", "tv", "__version__"]
