@@ -79,6 +79,22 @@ def check_positive_int(value, name: str) -> int:
     return int(value)
 
 
+def check_tol(tol, dtype: torch.dtype, float64: float, float32: float) -> float:
+    """A solver's relative tolerance: ``tol``, or when it is None the default for ``dtype``
+    (float64 certifies far tighter than float32); ``ValueError`` unless positive."""
+    if tol is None:
+        tol = float64 if dtype == torch.float64 else float32
+    return check_positive(tol, "tol")
+
+
+def check_loop_options(tol, max_iter, check_every, dtype: torch.dtype, float64: float,
+                       float32: float) -> tuple[float, int, int]:
+    """``(tol, max_iter, check_every)`` of an iterative solver that checks its certificate
+    every ``check_every`` iterations, validated, with :func:`check_tol`'s defaults."""
+    return (check_tol(tol, dtype, float64, float32), check_positive_int(max_iter, "max_iter"),
+            check_positive_int(check_every, "check_every"))
+
+
 def check_finite(t: torch.Tensor, name: str) -> torch.Tensor:
     """Raise ``ValueError`` if ``t`` holds NaN or infinity."""
     if not bool(torch.isfinite(t).all()):

@@ -39,6 +39,7 @@ from ._core import (
     check_positive_int,
     check_strength,
     check_symmetric,
+    check_tol,
 )
 
 __all__ = [
@@ -59,9 +60,7 @@ _STALL = 5  # Newton steps without a 10% smaller gap after which a problem stops
 # ----------------------------------------------------------------------------- validation
 
 def _default_tol(tol, S: torch.Tensor) -> float:
-    if tol is None:
-        return 1e-12 if S.dtype == torch.float64 else 1e-5
-    return check_positive(tol, "tol")
+    return check_tol(tol, S.dtype, 1e-12, 1e-5)
 
 
 def _check_covariance(S, name: str = "S") -> torch.Tensor:

@@ -30,9 +30,9 @@ from ._core import (
     as_float_tensor,
     check_finite,
     check_ndim,
-    check_positive,
     check_positive_int,
     check_strength,
+    check_tol,
 )
 
 __all__ = [
@@ -281,8 +281,7 @@ def _solve_one(obs, lam, Z, k, tol, max_iter, generator):
 
 def _impute_args(Y, mask, tol, max_iter, rank):
     obs, dense = _observed(Y, mask)
-    tol = (1e-12 if obs.y.dtype == torch.float64 else 1e-6) if tol is None else \
-        check_positive(tol, "tol")
+    tol = check_tol(tol, obs.y.dtype, 1e-12, 1e-6)
     max_iter = check_positive_int(max_iter, "max_iter")
     rank = min(check_positive_int(rank, "rank"), *obs.shape)
     return obs, dense, tol, max_iter, rank
@@ -382,8 +381,7 @@ def spectral_norm(W, *, tol=None, max_iter=1000, generator=None, return_vectors=
         and ``v`` (..., n), unit vectors with :math:`Wv = \sigma u`.
     """
     W = _batched_matrix(W, "W")
-    tol = (1e-12 if W.dtype == torch.float64 else 1e-6) if tol is None else \
-        check_positive(tol, "tol")
+    tol = check_tol(tol, W.dtype, 1e-12, 1e-6)
     max_iter = check_positive_int(max_iter, "max_iter")
     v = torch.randn(W.shape[:-2] + W.shape[-1:], dtype=W.dtype, generator=generator,
                     device="cpu").to(W.device)

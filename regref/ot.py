@@ -25,9 +25,11 @@ from ._core import (
     Info,
     as_float_tensor,
     check_finite,
+    check_loop_options,
     check_ndim,
     check_positive,
     check_positive_int,
+    check_tol,
 )
 
 __all__ = [
@@ -94,10 +96,8 @@ def _same_mass(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _options(tol, max_iter, check_every, dtype):
-    if tol is None:  # float32 cannot certify marginals much below 1e-6 of the mass
-        tol = 1e-9 if dtype == torch.float64 else 1e-5
-    return (check_positive(tol, "tol"), check_positive_int(max_iter, "max_iter"),
-            check_positive_int(check_every, "check_every"))
+    # float32 cannot certify marginals much below 1e-6 of the mass
+    return check_loop_options(tol, max_iter, check_every, dtype, 1e-9, 1e-5)
 
 
 # ----------------------------------------------------------------------------- the solver
@@ -685,9 +685,7 @@ def _regularized_ot(a, b, C, gamma, k, tol, max_iter, return_info, name):
     a_, b_, C_, batched = _problem(a, b, C)
     C_ = C_.expand(len(a_), -1, -1)
     gamma = check_positive(gamma, "gamma")
-    if tol is None:
-        tol = 1e-9 if C_.dtype == torch.float64 else 1e-5
-    tol = check_positive(tol, "tol")
+    tol = check_tol(tol, C_.dtype, 1e-9, 1e-5)
     if k is not None and (isinstance(k, bool) or int(k) != k or k < 1):
         raise ValueError(f"k must be a positive integer, got {k}")
     k = C_.shape[1] if k is None else min(int(k), C_.shape[1])

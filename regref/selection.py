@@ -39,6 +39,7 @@ from ._core import (
     check_positive,
     check_positive_int,
     check_strength,
+    check_tol,
 )
 from .ridge import _filters, _fits, _left_spectrum, _svd
 
@@ -67,9 +68,7 @@ def _tensor(x, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
 
 
 def _default_tol(tol, like: torch.Tensor) -> float:
-    if tol is None:
-        return 1e-10 if like.dtype == torch.float64 else 1e-5
-    return check_positive(tol, "tol")
+    return check_tol(tol, like.dtype, 1e-10, 1e-5)
 
 
 def _residuals(residuals) -> torch.Tensor:

@@ -32,9 +32,9 @@ from ._core import (
     as_float_tensor,
     check_data,
     check_finite,
-    check_positive,
     check_positive_int,
     check_strength,
+    check_tol,
 )
 
 __all__ = [
@@ -56,9 +56,7 @@ _STALL = 30  # checks without a 1% better gap after which a column is considered
 # ----------------------------------------------------------------------------- validation
 
 def _default_tol(tol, X: torch.Tensor) -> float:
-    if tol is None:
-        return 1e-10 if X.dtype == torch.float64 else 1e-5
-    return check_positive(tol, "tol")
+    return check_tol(tol, X.dtype, 1e-10, 1e-5)
 
 
 def _l1_ratio(l1_ratio) -> float:

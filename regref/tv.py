@@ -37,6 +37,7 @@ from ._core import (
     Info,
     as_float_tensor,
     check_finite,
+    check_loop_options,
     check_ndim,
     check_positive,
     check_positive_int,
@@ -92,13 +93,6 @@ def _pixel_weights(weights, f: torch.Tensor) -> torch.Tensor | None:
     if bool((w < 0).any()):
         raise ValueError("weights must be nonnegative")
     return _batch(w)
-
-
-def _options(tol, max_iter, check_every, dtype, tol64, tol32):
-    if tol is None:
-        tol = tol64 if dtype == torch.float64 else tol32
-    return (check_positive(tol, "tol"), check_positive_int(max_iter, "max_iter"),
-            check_positive_int(check_every, "check_every"))
 
 
 def _warn(name: str, tol: float, max_iter: int, reached: float) -> None:
@@ -296,7 +290,7 @@ def tv_denoise(f, lam, *, weights=None, isotropic: bool = True, tol=None,
     fb = _batch(f)
     lam_b = _strengths(lam, fb)
     w = _pixel_weights(weights, fb)
-    tol, max_iter, check_every = _options(tol, max_iter, check_every, f.dtype, 1e-8, 1e-5)
+    tol, max_iter, check_every = check_loop_options(tol, max_iter, check_every, f.dtype, 1e-8, 1e-5)
     u, info = _rof(fb, lam_b, w, isotropic, tol, max_iter, check_every)
     if f.ndim == 2:
         u = u[0]
@@ -424,7 +418,7 @@ def chambolle_pock(A: Callable, AT: Callable, b, lam, *, weights=None, isotropic
     xb = _batch(x0)
     lam_b = _strengths(lam, xb)
     w = _pixel_weights(weights, xb)
-    tol, max_iter, check_every = _options(tol, max_iter, check_every, b.dtype, 1e-6, 1e-4)
+    tol, max_iter, check_every = check_loop_options(tol, max_iter, check_every, b.dtype, 1e-6, 1e-4)
     ratio = check_positive(step_ratio, "step_ratio")
     if op_norm is None:
         norm2 = _power_norm2(A, AT, x0, generator)
@@ -699,7 +693,8 @@ def pnp_proximal_gradient(grad_f: Callable, denoiser: Callable, x0, step, *, tol
     """
     x = check_finite(as_float_tensor(x0, "x0"), "x0")
     step = check_positive(step, "step")
-    tol, max_iter, check_every = _options(tol, max_iter, check_every, x.dtype, 1e-10, 1e-6)
+    tol, max_iter, check_every = check_loop_options(
+        tol, max_iter, check_every, x.dtype, 1e-10, 1e-6)
     n_iter = 0
     while True:
         for _ in range(min(check_every, max_iter - n_iter)):

@@ -194,3 +194,17 @@ def test_check_symmetric():
         check_symmetric(torch.zeros(3, 4), "my_mat")
     with pytest.raises(ValueError, match="my_mat must be a square matrix"):
         check_symmetric(torch.zeros(3), "my_mat")
+
+
+def test_check_tol_defaults_by_dtype_and_rejects_nonpositive():
+    from regref._core import check_loop_options, check_tol
+
+    assert check_tol(None, torch.float64, 1e-10, 1e-5) == 1e-10
+    assert check_tol(None, torch.float32, 1e-10, 1e-5) == 1e-5
+    assert check_tol(3e-4, torch.float32, 1e-10, 1e-5) == 3e-4
+    for bad in (0.0, -1e-8, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="tol"):
+            check_tol(bad, torch.float64, 1e-10, 1e-5)
+    assert check_loop_options(None, 100, 10, torch.float64, 1e-9, 1e-5) == (1e-9, 100, 10)
+    with pytest.raises(ValueError, match="check_every"):
+        check_loop_options(None, 100, 0, torch.float64, 1e-9, 1e-5)
