@@ -73,9 +73,17 @@ def check_positive(value, name: str) -> float:
 
 
 def check_positive_int(value, name: str) -> int:
-    """A positive integer (an iteration budget, a block size); ``ValueError`` otherwise."""
-    if int(value) != value or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value}")
+    """A positive integer (an iteration budget, a block size); ``ValueError`` otherwise.
+
+    Booleans, floats (even integral ones such as ``10.0``), NaN and infinity are rejected,
+    so ``max_iter=math.inf`` is a clear error rather than an ``OverflowError``.
+    """
+    is_int = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point() \
+            and value.dtype != torch.bool:
+        value, is_int = int(value), True
+    if not is_int or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
@@ -162,6 +170,70 @@ def check_symmetric(A: torch.Tensor, name: str) -> torch.Tensor:
     if float((A - A.mT).abs().amax()) > tol:
         raise ValueError(f"{name} must be symmetric")
     return A
+
+
+def warn_not_converged(message: str) -> None:
+    """Emit a :class:`ConvergenceWarning` attributed to the first caller outside regref.
+
+    The stack level is found by walking the frames, so a warning raised deep inside a
+    solver (or through a ``torch.no_grad`` decorator) points at the user's line.
+    """
+    import inspect
+    import os
+    import warnings
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    skip = (here, os.path.dirname(os.path.abspath(torch.__file__)))
+    frame, level = inspect.currentframe(), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(skip):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, ConvergenceWarning, stacklevel=level)
+
+
+def check_generator(generator, name: str = "generator"):
+    """``None`` or a CPU ``torch.Generator``; ``TypeError``/``ValueError`` otherwise.
+
+    regref draws every random number on the CPU and then moves it to the data's device,
+    so the same seed gives the same numbers on every device.
+    """
+    if generator is None:
+        return None
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"{name} must be a torch.Generator or None, got "
+                        f"{type(generator).__name__}")
+    if generator.device.type != "cpu":
+        raise ValueError(f"{name} must be a CPU torch.Generator (regref draws on the CPU "
+                         f"and moves the draws to the data's device), got one on "
+                         f"{generator.device}")
+    return generator
+
+
+def randn(shape, generator, like: torch.Tensor) -> torch.Tensor:
+    """Standard normal draws of ``shape``, made on the CPU with ``generator`` and moved to
+    ``like``'s device and dtype (so results do not depend on the device)."""
+    z = torch.randn(tuple(shape), generator=check_generator(generator), dtype=torch.float64)
+    return z.to(dtype=like.dtype, device=like.device)
+
+
+def soft(x: torch.Tensor, tau) -> torch.Tensor:
+    """Soft thresholding ``sign(x) * max(|x| - tau, 0)`` without validation: the fast
+    path for use inside iterations (``prox.soft_threshold`` is the validated one)."""
+    return torch.sign(x) * torch.clamp(x.abs() - tau, min=0)
+
+
+def power_iteration(matvec, v: torch.Tensor, n_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n_iter`` steps of power iteration on a symmetric positive semi-definite operator.
+
+    ``v`` has shape ``(..., n)`` (a batch of start vectors) and ``matvec`` maps such a
+    batch to its image. Returns ``(sigma, v)``: the Rayleigh quotients (an estimate of the
+    top eigenvalue from below) and the last unit vectors. No host synchronization.
+    """
+    v = v / torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
+    for _ in range(n_iter):
+        w = matvec(v)
+        v = w / torch.linalg.vector_norm(w, dim=-1, keepdim=True).clamp_min(
+            torch.finfo(v.dtype).tiny)
+    return (v * matvec(v)).sum(-1), v
 
 
 def _show(t: torch.Tensor) -> str:
