@@ -54,3 +54,18 @@ def rng() -> np.random.Generator:
 def gen() -> torch.Generator:
     """A seeded torch generator for regref's ``generator=`` arguments."""
     return torch.Generator().manual_seed(1234)
+
+
+def load_kernel(func):
+    """Re-create a copyable kernel from its source alone, in a namespace holding only
+    ``torch`` and ``math``: the test that the kernel can be pasted into other code.
+
+    Raises ``NameError`` when the kernel is called if it uses anything else from regref.
+    """
+    import inspect
+    import math
+    import textwrap
+
+    namespace = {"torch": torch, "math": math}
+    exec(textwrap.dedent(inspect.getsource(func)), namespace)  # noqa: S102
+    return namespace[func.__name__]
