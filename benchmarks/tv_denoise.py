@@ -8,7 +8,7 @@ since it would treat a 3-D array as one volume).
 
 Protocol (same objective value). The peer is ``denoise_tv_chambolle(f, weight=LAM,
 eps=1e-12, max_num_iter=ITERS)``: exactly ``ITERS`` = 200 iterations of Chambolle's
-projection algorithm (the reference point of DESIGN §7), whose objective ``P_sk`` is the
+projection algorithm (the peer a user would call), whose objective ``P_sk`` is the
 target. Untimed, the setup solves the problem tightly with regref (relative gap 1e-9),
 whose objective ``P_up`` is an upper bound on the optimum ``P*``. The timed regref call is
 ``tv_denoise(f, LAM, tol=t)`` with ``t = (P_sk - P_up) / P(mean f)``: it stops on its

@@ -3,7 +3,7 @@
 Each notebook runs in a fresh kernel with its own folder as working directory, the
 way nbval runs it in CI; the stored outputs are then exactly what nbval compares.
 Prints the wall time of each notebook and fails if one exceeds the 60 s budget
-(DESIGN §5) or raises.
+(CONTRIBUTING.md) or raises.
 """
 
 import argparse
@@ -41,7 +41,8 @@ def main(argv=None) -> int:
         if elapsed > BUDGET_S:
             slow.append(path)
     if slow:
-        print(f"over the {BUDGET_S:.0f} s budget: {', '.join(map(str, slow))}", file=sys.stderr)
+        names = ", ".join(map(str, slow))
+        print(f"over the {BUDGET_S:.0f} s budget: {names}", file=sys.stderr)
         return 1
     return 0
 

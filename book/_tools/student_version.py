@@ -28,7 +28,8 @@ def strip_solutions(nb):
             inside = True
         if not inside:
             if cell.cell_type == "code":
-                cell = nbformat.from_dict({**cell, "outputs": [], "execution_count": None})
+                blank = {"outputs": [], "execution_count": None}
+                cell = nbformat.from_dict({**cell, **blank})
             cells.append(cell)
         if END in src:
             if not inside:
@@ -53,7 +54,8 @@ def main(argv=None) -> int:
         nbformat.write(nb, target)
         print(target)
     # The chapters load the book's plot style by a relative path.
-    shutil.copy(Path(__file__).parents[1] / "regref.mplstyle", args.out / "regref.mplstyle")
+    style = Path(__file__).parents[1] / "regref.mplstyle"
+    shutil.copy(style, args.out / "regref.mplstyle")
     return 0
 
 
