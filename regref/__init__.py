@@ -20,6 +20,7 @@ the input's device and dtype, and raises ``ValueError`` on bad input.
 from . import covariance, lowrank, ot, prox, ridge, selection, sparse, tv
 from ._core import ConvergenceWarning, Info
 
+#: The version of regref (PEP 440), as installed by pip.
 __version__ = "0.1.0"
 
 __all__ = ["ConvergenceWarning", "Info", "covariance", "lowrank", "ot", "prox", "ridge",

@@ -365,3 +365,12 @@ def test_structure_checks_can_fail():
     assert not _theorems_without_proof(
         "```{prf:theorem} T\n:label: thm-a\nb\n```\n```{prf:proof}\np\n```\n")
     assert not _theorems_without_proof("```{prf:theorem} T {cite:p}`x`\n:label: a\nb\n```\n")
+
+
+def test_api_page_is_up_to_date():
+    """The API appendix lists every public function with the section that derives it."""
+    spec = importlib.util.spec_from_file_location("api_page", BOOK / "_tools" / "api_page.py")
+    api_page = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(api_page)
+    assert api_page.PAGE.read_text() == api_page.render(), (
+        "book/appendices/api.md is stale: run python book/_tools/api_page.py")
