@@ -32,10 +32,10 @@ PYTEST = $(BIN)/python -m pytest -p no:cacheprovider
 test: env lint unit nbval book
 	@echo "make test: all checks passed"
 
-# The second pass: code a reader sees on a page (notebooks, book tools) fits in 88 columns.
+# The second pass: code a reader sees on a page (the notebooks) fits in 88 columns.
 lint: env
 	$(BIN)/ruff check regref tests benchmarks book
-	$(BIN)/ruff check --select E501 --line-length 88 --config 'lint.per-file-ignores={}' book
+	$(BIN)/ruff check --select E501 --line-length 88 --config 'lint.per-file-ignores={}' $(NOTEBOOKS)
 
 # Unit, property and oracle tests, plus every docstring's Examples run as a doctest.
 unit: env

@@ -52,8 +52,10 @@ docstring names) and `return_info`; with `return_info=True` they also return a
 | `eps` | entropic strength $\\varepsilon > 0$ of optimal transport |
 | `gamma` | concavity of the MCP penalty |
 | `a` | shape of the SCAD penalty |
-| `tol`, `max_iter`, `check_every` | relative tolerance, iteration budget, iterations between certificate checks |
-| `generator` | a CPU `torch.Generator` (draws are made on the CPU, then moved to the data's device) |
+| `tol` | relative tolerance (each docstring says relative to what) |
+| `max_iter` | iteration budget, a positive int |
+| `check_every` | iterations between two certificate checks |
+| `generator` | a CPU `torch.Generator`; draws are moved to the data's device |
 | `return_info` | also return a `regref.Info` |
 
 ```{eval-rst}
