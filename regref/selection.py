@@ -573,7 +573,7 @@ def log_evidence_ridge(X, y, prior_var, noise_var) -> torch.Tensor:
 
 def _evidence_fixed_point(s2, z2, rest, n: int, tol: float, max_iter: int,
                           check_every: int):
-    r"""MacKay's fixed point for the evidence of ridge, on the spectrum: the part to copy.
+    r"""MacKay's fixed point for the evidence of ridge, on the spectrum. The part to copy.
 
     Maximizes :math:`\log p(y \mid \tau^2, \sigma^2)` (see :func:`log_evidence_ridge`)
     given the squared singular values ``s2`` of :math:`X`, the squared coordinates ``z2``
