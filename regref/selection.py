@@ -73,6 +73,14 @@ def _tensor(x, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
     return check_finite(as_float_tensor(x, name, like=like), name)
 
 
+def _variable(x, name: str) -> torch.Tensor:
+    """An optimization variable: a finite, non-empty floating tensor."""
+    t = _tensor(x, name)
+    if t.numel() == 0:
+        raise ValueError(f"{name} must be non-empty, got shape {tuple(t.shape)}")
+    return t
+
+
 def _residuals(residuals) -> torch.Tensor:
     """Residuals of shape (..., n) with n >= 1, the last dimension running over samples."""
     r = _tensor(residuals, "residuals")
@@ -178,6 +186,9 @@ def kfold_path_score(path: Callable, X, y, lams, *, k: int = 5, folds=None,
     (torch.Size([4, 3]), tensor([0.7320, 0.7420, 1.5360], dtype=torch.float64))
     """
     X, y = check_data(X, y)
+    if y.ndim == 2 and y.shape[1] == 0:
+        raise ValueError("y must have at least one target column, got shape "
+                         f"{tuple(y.shape)}")
     lams = check_strength(lams, "lams", X, ndims=(1,))
     ids = _fold_ids(X.shape[0], k, folds, generator).to(X.device)
     errors = []
@@ -223,8 +234,9 @@ def one_standard_error(errors) -> tuple[int, int]:
     (3, 2)
     """
     e = _tensor(errors, "errors")
-    if e.ndim != 2 or e.shape[0] < 2:
-        raise ValueError(f"errors must have shape (K, L) with K >= 2 folds, got {tuple(e.shape)}")
+    if e.ndim != 2 or e.shape[0] < 2 or e.shape[1] < 1:
+        raise ValueError(f"errors must have shape (K, L) with K >= 2 folds and L >= 1 "
+                         f"strengths, got {tuple(e.shape)}")
     mean, se = e.mean(0), e.std(0) / math.sqrt(e.shape[0])
     best = int(mean.argmin())
     one_se = int(torch.nonzero(mean <= mean[best] + se[best])[0])
@@ -877,7 +889,7 @@ def implicit_hypergradient(train_loss: Callable, val_loss: Callable, w, hyper, *
     >>> round(float(hg), 6) == round(2.0 * float(dV[0]), 6)
     True
     """
-    w = _tensor(w, "w")
+    w = _variable(w, "w")
     hyper = _tensor(hyper, "hyper", like=w)
     tol = check_tol(tol, w.dtype, 1e-10, 1e-5)
     max_iter = check_positive_int(10 * w.numel() if max_iter is None else max_iter, "max_iter")
@@ -972,7 +984,7 @@ def lbfgs(fun: Callable, w0, *, tol: float | None = None, max_iter: int = 1000,
     >>> torch.round(w, decimals=4), info.converged
     (tensor([ 0.6000, -0.8000], dtype=torch.float64), True)
     """
-    w0 = _tensor(w0, "w0")
+    w0 = _variable(w0, "w0")
     tol = check_tol(tol, w0.dtype, 1e-8, 1e-3)
     max_iter = check_positive_int(max_iter, "max_iter")
     w, it, cert = _lbfgs(fun, w0, tol, max_iter)
@@ -1078,7 +1090,7 @@ def hoag(train_loss: Callable, val_loss: Callable, w0, hyper0, *, step: float = 
     >>> info.converged, round(float(h.exp()), 2)
     (True, 0.36)
     """
-    w = _tensor(w0, "w0")
+    w = _variable(w0, "w0")
     h = _tensor(hyper0, "hyper0", like=w).clone()
     step = check_positive(step, "step")
     max_iter = check_positive_int(max_iter, "max_iter")

@@ -547,6 +547,10 @@ def _kfold(**kw):
     return selection.kfold_path_score(ridge.ridge_path, _X, _y, [1.0], **kw)
 
 
+def _kfold_y(y):
+    return selection.kfold_path_score(ridge.ridge_path, _X, y, [1.0], k=2)
+
+
 V = ValueError
 BAD = [
     (lambda: selection.kfold_path_score(ridge.ridge_path, _X, _y, [-1.0]), V, "lams"),
@@ -563,6 +567,8 @@ BAD = [
     (lambda: selection.kfold_path_score(ridge.ridge_path, np.ones((6, 0)), _y, [1.0]), V, "X"),
     (lambda: selection.one_standard_error(np.ones(3)), V, "errors"),
     (lambda: selection.one_standard_error(np.ones((1, 3))), V, "errors"),
+    (lambda: selection.one_standard_error(np.ones((3, 0))), V, "errors"),
+    (lambda: _kfold_y(np.ones((6, 0))), V, "y"),
     (lambda: selection.loo([np.nan, 1.0], [0.1, 0.1]), V, "residuals"),
     (lambda: selection.loo(np.ones(0), np.ones(0)), V, "residuals"),
     (lambda: selection.loo([1.0, 1.0], [1.0, 0.1]), V, "hat_diag"),
@@ -611,6 +617,9 @@ BAD = [
     (lambda: selection.lbfgs(torch.sum, [1.0], tol=-1.0), V, "tol"),
     (lambda: selection.lbfgs(torch.sum, [np.nan]), V, "w0"),
     (lambda: selection.lbfgs(torch.sum, "abc"), TypeError, "w0"),
+    (lambda: selection.lbfgs(torch.sum, np.ones(0)), V, "w0"),
+    (lambda: selection.hoag(_train, torch.sum, np.ones(0), 0.0), V, "w0"),
+    (lambda: selection.implicit_hypergradient(_train, torch.sum, np.ones(0), 0.0), V, "w"),
 ]
 
 
@@ -619,6 +628,17 @@ BAD = [
 def test_bad_input_raises_a_clear_error_naming_the_argument(call, exc, name):
     with pytest.raises(exc, match=rf"(?<![\w.]){name}\b"):
         call()
+
+
+def test_empty_batches_give_empty_results(rng):
+    X, _ = problem(rng, 6, 2)
+    assert selection.loo(np.ones((0, 3)), 0.1).shape == (0,)
+    assert selection.gcv(np.ones((0, 3)), 0.1).shape == (0,)
+    assert selection.sure(np.ones((0, 3)), 1.0, 1.0).shape == (0,)
+    assert selection.sure_soft_threshold(np.ones((0, 4)), [1.0, 2.0], 1.0).shape == (2, 0)
+    assert selection.ridge_loo_per_target(X, np.ones((6, 0)), [1.0, 2.0]).shape == (2, 0)
+    assert torch.equal(selection.sure_ridge(X, np.ones((6, 0)), [1.0, 2.0], 1.0),
+                       torch.zeros(2, dtype=torch.float64))
 
 
 # --- dtype and device -------------------------------------------------------------------
