@@ -388,6 +388,11 @@ def test_implicit_equals_closed_form_on_ridge(rng):
         hg, info = selection.implicit_hypergradient(train, val, ridge.ridge(X, y, lam),
                                                     math.log(lam), return_info=True)
         assert info.converged and info.certificate <= 1e-10 and hg.shape == ()
+        # default tol pinned at 1e-10 in float64: the same run as tol=1e-10
+        hg2, info2 = selection.implicit_hypergradient(train, val, ridge.ridge(X, y, lam),
+                                                      math.log(lam), tol=1e-10,
+                                                      return_info=True)
+        assert info2 == info and torch.equal(hg2, hg)
         assert abs(float(hg) - lam * float(dV[0])) <= 1e-8 * abs(lam * float(dV[0]))
 
 
