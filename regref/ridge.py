@@ -28,6 +28,7 @@ from ._core import (
     check_strength,
     check_symmetric,
 )
+from ._spectral import _batched_matmul, _filters, _fits, _left_spectrum, _svd
 
 __all__ = [
     "ridge",
@@ -40,50 +41,6 @@ __all__ = [
     "rff_weights",
     "random_features",
 ]
-
-
-def _svd(X: torch.Tensor):
-    """Thin SVD with numerically zero singular values flagged (numpy's lstsq cutoff)."""
-    U, s, Vh = torch.linalg.svd(X, full_matrices=False)
-    keep = s > max(X.shape) * torch.finfo(X.dtype).eps * s[0]
-    return U, s, Vh, keep
-
-
-def _left_spectrum(X: torch.Tensor):
-    """Left singular vectors ``U`` and squared singular values ``s2`` of ``X``, descending.
-
-    The hat matrix ``H = U diag(s2/(s2+lam)) U^T`` needs nothing else. When ``n < p`` they
-    come from the eigendecomposition of the ``n x n`` Gram matrix ``X X^T``, which costs
-    ``O(n^2 p + n^3)`` instead of a full SVD and loses no accuracy in ``s2``.
-    """
-    n, p = X.shape
-    if n >= p:
-        U, s, _, keep = _svd(X)
-        return U, s**2, keep
-    s2, U = torch.linalg.eigh(X @ X.mT)
-    s2, U = s2.flip(0).clamp(min=0), U.flip(1)
-    keep = s2 > max(n, p) * torch.finfo(X.dtype).eps * s2[0]
-    return U, s2, keep
-
-
-def _batched_matmul(M: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
-    """``M @ C[l]`` for every ``l`` as one 2-D product: M (a, r), C (L, r, k) -> (L, a, k).
-
-    Broadcasting ``M @ C`` would copy ``M`` L times; stacking the columns of ``C`` does not.
-    """
-    L, r, k = C.shape
-    out = M @ C.permute(1, 0, 2).reshape(r, L * k)
-    return out.reshape(M.shape[0], L, k).permute(1, 0, 2)
-
-
-def _filters(num, s2, keep, lams) -> torch.Tensor:
-    """Filter factors ``num/(s2 + lam)``, shape (L, r), zero on numerically null directions.
-
-    ``num = s`` gives the solution filter ``s/(s^2+lam)``; ``num = s2`` the hat-matrix
-    filter ``s^2/(s^2+lam)``.
-    """
-    f = num / (s2 + lams[:, None])
-    return torch.where(keep, f, torch.zeros_like(f))
 
 
 def _lams(lams, X) -> torch.Tensor:
@@ -206,16 +163,6 @@ def ridge_df(X, lams) -> torch.Tensor:
     lams = _lams(lams, X)
     _, s2, keep = _left_spectrum(X)
     return _filters(s2, s2, keep, lams).sum(-1)
-
-
-def _fits(X, y, lams):
-    """Residuals y - H y and leverages diag(H) for every lam: (L, n, k) and (L, n, 1)."""
-    U, s2, keep = _left_spectrum(X)
-    Y = y.reshape(y.shape[0], -1)
-    g = _filters(s2, s2, keep, lams)  # (L, r)
-    resid = Y - _batched_matmul(U, g[:, :, None] * (U.mT @ Y))
-    leverage = (U**2) @ g.mT  # (n, L)
-    return resid, leverage.mT.unsqueeze(-1), g.sum(-1)
 
 
 def ridge_loo(X, y, lams) -> torch.Tensor:
