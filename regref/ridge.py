@@ -311,6 +311,14 @@ def _fits(X, y, lams):
     return resid, leverage.mT.unsqueeze(-1), g.sum(-1)
 
 
+def _check_targets(X, y):
+    """A mean over targets needs at least one: ``ValueError`` for ``y`` of shape (n, 0)."""
+    if y.ndim == 2 and y.shape[1] == 0:
+        raise ValueError("y must have at least one target column, got shape "
+                         f"{tuple(y.shape)}")
+    return X, y
+
+
 def ridge_loo(X, y, lams) -> torch.Tensor:
     r"""Exact leave-one-out mean squared error of ridge, for every strength, from one SVD.
 
@@ -354,7 +362,7 @@ def ridge_loo(X, y, lams) -> torch.Tensor:
     >>> torch.round(ridge_loo(X, y, [0.1, 1.0]), decimals=4)
     tensor([0.0764, 0.2198], dtype=torch.float64)
     """
-    X, y = check_data(X, y)
+    X, y = _check_targets(*check_data(X, y))
     lams = _lams(lams, X)
     resid, leverage, _ = _fits(X, y, lams)
     slack = 1 - leverage
@@ -399,7 +407,7 @@ def ridge_gcv(X, y, lams) -> torch.Tensor:
     >>> torch.round(ridge_gcv(X, y, [0.1, 1.0]), decimals=4)
     tensor([0.0816, 0.1718], dtype=torch.float64)
     """
-    X, y = check_data(X, y)
+    X, y = _check_targets(*check_data(X, y))
     lams = _lams(lams, X)
     resid, _, df = _fits(X, y, lams)
     n = X.shape[0]

@@ -510,6 +510,8 @@ BAD = {
     "loo-lams-nan": (lambda: ridge.ridge_loo(X0, y0, [NAN]), V, "lams"),
     "loo-lams-empty": (lambda: ridge.ridge_loo(X0, y0, []), V, "lams"),
     "loo-leverage-1": (lambda: ridge.ridge_loo(Xw, yw, [1.0, 0.0]), V, "leverage"),
+    "loo-y-no-targets": (lambda: ridge.ridge_loo(X0, y0[:, None][:, :0], [1.0]), V, "y"),
+    "gcv-y-no-targets": (lambda: ridge.ridge_gcv(X0, y0[:, None][:, :0], [1.0]), V, "y"),
     "gcv-y-inf": (lambda: ridge.ridge_gcv(X0, INF_Y, [1.0]), V, "y"),
     "gcv-y-rows": (lambda: ridge.ridge_gcv(X0, y0[:5], [1.0]), V, "y"),
     "gcv-lams-neg": (lambda: ridge.ridge_gcv(X0, y0, [-1.0]), V, "lams"),
@@ -593,6 +595,16 @@ def test_loo_at_lam_zero_is_least_squares_loo_when_n_exceeds_p(rng):
     X, y = problem(rng, 10, 3)
     loo = float(ridge.ridge_loo(X, y, [0.0])[0])
     assert abs(loo - brute_force_loo(X, y, 0.0)) < 1e-10 * loo
+
+
+def test_zero_targets_give_empty_results():
+    # y of shape (n, 0): solutions with no columns (LOO and GCV, which average over
+    # targets, raise instead; see the table above)
+    Y = torch.zeros(6, 0, dtype=torch.float64)
+    assert ridge.ridge(X0, Y, 1.0).shape == (3, 0)
+    assert ridge.ridge_path(X0, Y, [1.0, 2.0]).shape == (2, 3, 0)
+    assert ridge.kernel_ridge(K0, Y, [1.0, 2.0]).shape == (2, 6, 0)
+    assert ridge.ridge_risk_limit(torch.zeros(0), 1.0).shape == (0,)
 
 
 def test_no_warnings_on_clean_input(rng):
