@@ -494,7 +494,8 @@ def sinkhorn_divergence(x, y, eps, a=None, b=None, *, tol=None, max_iter: int = 
     eps : float
         Entropic strength ``> 0``.
     a, b : tensor of shape (n,) and (m,), optional
-        Weights of equal mass; uniform (mass 1) by default.
+        Weights of equal mass; uniform (mass 1) by default; converted to ``x``'s dtype and
+        device.
     tol, max_iter, check_every
         As in :func:`sinkhorn`, for each of the three solves.
     eps_schedule : sequence of float, optional
@@ -580,7 +581,8 @@ def sinkhorn_points(x, y, eps, a=None, b=None, *, chunk: int = 4096, tol=None,
     eps : float
         Entropic strength ``> 0``.
     a, b : tensor of shape (n,) and (m,), optional
-        Weights of equal mass; uniform (mass 1) by default.
+        Weights of equal mass; uniform (mass 1) by default; converted to ``x``'s dtype and
+        device.
     chunk : int
         Rows (or columns) of the cost recomputed at a time.
     tol, max_iter, check_every, eps_schedule, return_info
@@ -685,7 +687,8 @@ def exact_ot(a, b, C) -> torch.Tensor:
     a : tensor of shape (n,) or (B, n)
         Nonnegative source weights.
     b : tensor of shape (m,) or (B, m)
-        Nonnegative target weights, same total mass as ``a`` (1e-8 relative).
+        Nonnegative target weights, same total mass as ``a`` (1e-8 relative). ``a`` and
+        ``b`` are converted to ``C``'s dtype and device.
     C : tensor of shape (n, m) or (B, n, m)
         Finite cost matrix. A batch is solved one problem at a time.
 
@@ -891,9 +894,12 @@ def quadratic_ot(a, b, C, lam, *, tol=None, max_iter: int = 200, return_info: bo
     Parameters
     ----------
     a : tensor of shape (n,) or (B, n)
+        Nonnegative weights; zeros allowed.
     b : tensor of shape (m,) or (B, m)
-        Nonnegative weights of equal total mass (1e-8 relative); zeros allowed.
+        Nonnegative weights with the same total mass as ``a`` (1e-8 relative). ``a`` and
+        ``b`` are converted to ``C``'s dtype and device.
     C : tensor of shape (n, m) or (B, n, m)
+        Finite cost; a batch of size 0 gives an empty plan.
     lam : float > 0
         Regularization strength; the plan tends to the exact one as ``lam`` -> 0.
     tol : float, optional
