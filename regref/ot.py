@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ._core import (
@@ -91,8 +92,15 @@ def _problem(a, b, C):
                          f"{tuple(C.shape)}")
     n, m = C.shape[-2:]
     batch = C.shape[0] if C.ndim == 3 else None
-    a = _weights(a, "a", C, n, batch)
-    b = _weights(b, "b", C, m, batch)
+    try:
+        a = _weights(a, "a", C, n, batch)
+        b = _weights(b, "b", C, m, batch)
+    except ValueError as err:
+        lengths = tuple(np.shape(w)[-1] if np.ndim(w) else None for w in (a, b))
+        if n != m and lengths == (m, n):
+            raise ValueError(f"C has shape {tuple(C.shape)} but a and b have lengths {m} and "
+                             f"{n}: C must be (n, m) = ({m}, {n}); is C transposed?") from err
+        raise
     batched = C.ndim == 3 or a.ndim == 2 or b.ndim == 2
     if a.ndim == 2 and b.ndim == 2 and a.shape[0] != b.shape[0]:
         raise ValueError(f"a and b have different batch sizes {a.shape[0]} and {b.shape[0]}")
@@ -647,8 +655,6 @@ def _scipy():
 
 def _lp_plan(a, b, C):
     """One exact OT problem on the CPU in float64 (numpy arrays in, numpy array out)."""
-    import numpy as np
-
     linear_sum_assignment, linprog, eye_array, kron, vstack = _scipy()
 
     n, m = C.shape
