@@ -1,27 +1,31 @@
 r"""Optimal transport with entropic regularization: a stable, batched Sinkhorn.
 
-Entropic OT (POT's convention): for weights :math:`a \in \mathbb R^n_+`,
-:math:`b \in \mathbb R^m_+` of equal mass and a cost :math:`C \in \mathbb R^{n\times m}`,
+Entropic OT: for weights :math:`a \in \mathbb R^n_+`, :math:`b \in \mathbb R^m_+` of equal
+mass and a cost :math:`C \in \mathbb R^{n\times m}`,
 
 .. math:: \mathrm{OT}_\varepsilon(a, b) = \min_{P\mathbf 1 = a,\ P^\top\mathbf 1 = b}
-          \langle P, C\rangle + \varepsilon\sum_{ij} P_{ij}(\log P_{ij} - 1),
+          \langle P, C\rangle - \varepsilon H(P), \qquad
+          H(P) = -\sum_{ij} P_{ij}(\log P_{ij} - 1),
 
 whose dual is :math:`\max_{f, g} \langle f, a\rangle + \langle g, b\rangle
 - \varepsilon\sum_{ij} e^{(f_i + g_j - C_{ij})/\varepsilon}`, with the optimal plan
-:math:`P_{ij} = e^{(f_i + g_j - C_{ij})/\varepsilon}`. Sinkhorn's algorithm maximizes the
-dual one block at a time; in the log domain (potentials, log-sum-exp) it is stable for any
-:math:`\varepsilon > 0`. Derivations: chapter 15.
+:math:`P_{ij} = e^{(f_i + g_j - C_{ij})/\varepsilon}`. POT's objective uses
+:math:`\sum P\log P` instead, which differs by the constant :math:`\varepsilon\sum_i a_i`:
+the plans are the same, the values differ by it (and POT's ``ot.sinkhorn2`` returns
+:math:`\langle P, C\rangle` alone). Sinkhorn's algorithm maximizes the dual one block at a
+time; in the log domain (potentials, log-sum-exp) it is stable for any
+:math:`\varepsilon > 0`. :func:`exact_ot` (and :func:`monge_gap` with ``eps=None``) needs
+SciPy, the optional extra ``lp``: ``pip install "regref[lp]"``. Derivations: chapter 15.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 
+import numpy as np
 import torch
 
 from ._core import (
-    ConvergenceWarning,
     Info,
     as_float_tensor,
     check_finite,
@@ -30,6 +34,7 @@ from ._core import (
     check_positive,
     check_positive_int,
     check_tol,
+    warn_not_converged,
 )
 
 __all__ = [
@@ -47,8 +52,24 @@ __all__ = [
 
 # ----------------------------------------------------------------------------- validation
 
+def _strength(value, name: str) -> float:
+    """One positive finite strength (``eps`` or ``lam``); a per-problem tensor is rejected."""
+    if value is None:
+        raise ValueError(f"{name} must be a positive finite number, got None")
+    shape = getattr(value, "shape", None)
+    if shape is not None and math.prod(shape) != 1:
+        raise ValueError(f"{name} must be one positive number for the whole batch, got a "
+                         f"tensor of shape {tuple(shape)}; solve problems with different "
+                         f"{name} in separate calls")
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be a positive finite number, got {value!r}") from err
+    return check_positive(number, name)
+
+
 def _eps(eps) -> float:
-    return check_positive(eps, "eps")
+    return _strength(eps, "eps")
 
 
 def _weights(w, name: str, like: torch.Tensor, size: int, batch: int | None):
@@ -67,16 +88,26 @@ def _problem(a, b, C):
     """Validate and broadcast to a batch: returns a (B, n), b (B, m), C (B or 1, n, m), batched."""
     C = check_finite(as_float_tensor(C, "C"), "C")
     if C.ndim not in (2, 3) or min(C.shape[-2:]) == 0:
-        raise ValueError(f"C must be a non-empty (n, m) or (B, n, m) matrix, got {tuple(C.shape)}")
+        raise ValueError(f"C must be a non-empty (n, m) or (B, n, m) matrix (B may be 0), got "
+                         f"{tuple(C.shape)}")
     n, m = C.shape[-2:]
     batch = C.shape[0] if C.ndim == 3 else None
-    a = _weights(a, "a", C, n, batch)
-    b = _weights(b, "b", C, m, batch)
+    try:
+        a = _weights(a, "a", C, n, batch)
+        b = _weights(b, "b", C, m, batch)
+    except ValueError as err:
+        lengths = tuple(np.shape(w)[-1] if np.ndim(w) else None for w in (a, b))
+        if n != m and lengths == (m, n):
+            raise ValueError(f"C has shape {tuple(C.shape)} but a and b have lengths {m} and "
+                             f"{n}: C must be (n, m) = ({m}, {n}); is C transposed?") from err
+        raise
     batched = C.ndim == 3 or a.ndim == 2 or b.ndim == 2
-    B = max(C.shape[0] if C.ndim == 3 else 1, a.shape[0] if a.ndim == 2 else 1,
-            b.shape[0] if b.ndim == 2 else 1)
     if a.ndim == 2 and b.ndim == 2 and a.shape[0] != b.shape[0]:
         raise ValueError(f"a and b have different batch sizes {a.shape[0]} and {b.shape[0]}")
+    if C.ndim == 3:  # the batch sizes given agree (checked above); B = 0 is allowed
+        B = C.shape[0]
+    else:
+        B = a.shape[0] if a.ndim == 2 else (b.shape[0] if b.ndim == 2 else 1)
     a, b = a.reshape(-1, n).expand(B, n), b.reshape(-1, m).expand(B, m)
     return a, _same_mass(a, b), C.reshape(-1, n, m), batched
 
@@ -100,51 +131,74 @@ def _options(tol, max_iter, check_every, dtype):
     return check_loop_options(tol, max_iter, check_every, dtype, 1e-9, 1e-5)
 
 
-# ----------------------------------------------------------------------------- the solver
+# ----------------------------------------------------------------------------- the kernels
 
-def _log(w: torch.Tensor) -> torch.Tensor:
-    return torch.where(w > 0, torch.log(w.clamp(min=torch.finfo(w.dtype).tiny)), -torch.inf)
+def _sinkhorn_kernel(a, b, C, eps, g, tol, max_iter, check_every):
+    r"""Log-domain Sinkhorn on a batch of dense problems. The part to copy.
 
-
-def _sinkhorn_log(a, b, lse_rows, lse_cols, eps, tol, max_iter, check_every, schedule, g):
-    r"""Log-domain Sinkhorn on the potentials scaled by :math:`1/\varepsilon`: :math:`u`, :math:`v`.
-
-    ``lse_rows(v, eps)`` returns :math:`\mathrm{LSE}_j(v_j - C_{ij}/\varepsilon)` (shape (B, n)),
-    ``lse_cols(u, eps)`` the same over :math:`i`. Each iteration is
+    Solves :math:`\min_{P\mathbf 1 = a,\ P^\top\mathbf 1 = b}\ \langle P, C\rangle
+    + \varepsilon\sum_{ij}P_{ij}(\log P_{ij} - 1)` through its dual, by exact block ascent
+    on the scaled potentials :math:`u = f/\varepsilon`, :math:`v = g/\varepsilon`:
     :math:`u = \log a - \mathrm{LSE}_j(v_j - C_{ij}/\varepsilon)`, then
-    :math:`v = \log b - \mathrm{LSE}_i(u_i - C_{ij}/\varepsilon)`, so :math:`P^\top\mathbf 1 = b`
-    holds after every iteration. Every ``check_every`` iterations the row error
-    :math:`\|P\mathbf 1 - a\|_1` comes for free from the next row log-sum-exp (one host
-    sync per check). ``schedule`` is a decreasing list of strengths solved first, each
-    warm-starting the next (:math:`\varepsilon`-scaling). Returns ``(f, g, info)``.
+    :math:`v = \log b - \mathrm{LSE}_i(u_i - C_{ij}/\varepsilon)`. The plan
+    :math:`P_{ij} = e^{u_i + v_j - C_{ij}/\varepsilon}` then has column sums ``b``; its row
+    error :math:`\|P\mathbf 1 - a\|_1/\|a\|_1` is checked every ``check_every`` iterations.
+    ``a`` (B, n), ``b`` (B, m): weights of equal mass; ``C`` (B or 1, n, m); ``g`` (B, m)
+    the starting potential. Returns ``f``, ``g``, the iteration count and the row errors.
     """
-    la, lb = _log(a), _log(b)
+    neg_C = C / -eps
+    log_a, log_b = torch.log(a), torch.log(b)  # log 0 = -inf: zero weights drop out
     mass = a.sum(1)
-    n_iter, err = 0, torch.full_like(mass, torch.inf)
-    for k, e in enumerate(list(schedule) + [eps]):
-        last = k == len(schedule)
-        stage_tol = tol if last else max(tol, 1e-3)  # intermediate stages: rough is enough
-        v = g / e
-        s = lse_rows(v, e)
-        while True:
-            steps = min(check_every, max(max_iter - n_iter, 1))  # never past max_iter
-            for _ in range(steps):
-                u = la - s
-                v = lb - lse_cols(u, e)
-                s = lse_rows(v, e)
-            n_iter += steps
-            err = (torch.exp(u + s) - a).abs().sum(1) / mass  # row marginal error, relative
-            if bool((err <= stage_tol).all()) or n_iter >= max_iter:
-                break
-        f, g = e * u, e * v
-    rel = float(err.amax())
-    info = Info(n_iter=n_iter, converged=rel <= tol, certificate=rel)
-    if not info.converged:
-        warnings.warn(f"sinkhorn did not reach a marginal error of {tol:g} in {max_iter} "
-                      f"iterations (reached {rel:.3g}); increase max_iter or use eps_schedule",
-                      ConvergenceWarning, stacklevel=3)
-    return f, g, info
+    v = g / eps
+    row_lse = torch.logsumexp(v[:, None, :] + neg_C, dim=2)
+    n_iter = 0
+    while True:
+        steps = min(check_every, max_iter - n_iter)
+        for _ in range(steps):
+            u = log_a - row_lse
+            v = log_b - torch.logsumexp(u[:, :, None] + neg_C, dim=1)
+            row_lse = torch.logsumexp(v[:, None, :] + neg_C, dim=2)
+        n_iter += steps
+        row_error = (torch.exp(u + row_lse) - a).abs().sum(1) / mass  # of the returned plan
+        if bool((row_error <= tol).all()) or n_iter >= max_iter:  # one host sync per check
+            return eps * u, eps * v, n_iter, row_error
 
+
+def _sinkhorn_points_kernel(x, y, a, b, eps, g, tol, max_iter, check_every, chunk):
+    r"""Log-domain Sinkhorn between point clouds, the cost streamed. The part to copy.
+
+    The problem and the iteration of the dense kernel, with
+    :math:`C_{ij} = \|x_i - y_j\|^2` recomputed by blocks of ``chunk`` rows inside each
+    log-sum-exp and never stored: memory :math:`O(\texttt{chunk}\cdot\max(n, m))`.
+    ``x`` (n, d), ``y`` (m, d); ``a`` (n,), ``b`` (m,) weights of equal mass; ``g`` (m,)
+    the starting potential. Returns ``f``, ``g``, the iteration count and the relative row
+    error :math:`\|P\mathbf 1 - a\|_1/\|a\|_1` of the plan after the last column update.
+    """
+    def lse(p, q, w):  # LSE_j (w_j - |p_i - q_j|^2 / eps) for every i, by blocks of rows
+        q_sq, out = (q * q).sum(1), []
+        for i in range(0, len(p), chunk):
+            block = p[i:i + chunk]
+            sq = ((block * block).sum(1)[:, None] + q_sq[None, :] - 2 * block @ q.T).clamp(min=0)
+            out.append(torch.logsumexp(w[None, :] - sq / eps, dim=1))
+        return torch.cat(out)
+
+    log_a, log_b, mass = torch.log(a), torch.log(b), a.sum()
+    v = g / eps
+    row_lse = lse(x, y, v)
+    n_iter = 0
+    while True:
+        steps = min(check_every, max_iter - n_iter)
+        for _ in range(steps):
+            u = log_a - row_lse
+            v = log_b - lse(y, x, u)
+            row_lse = lse(x, y, v)
+        n_iter += steps
+        row_error = (torch.exp(u + row_lse) - a).abs().sum() / mass
+        if bool(row_error <= tol) or n_iter >= max_iter:
+            return eps * u, eps * v, n_iter, row_error[None]
+
+
+# ----------------------------------------------------------------------------- the drivers
 
 def _schedule(eps_schedule, eps: float):
     if eps_schedule is None:
@@ -160,37 +214,103 @@ def _schedule(eps_schedule, eps: float):
     return [e for e in sched if e > eps]
 
 
-def _dense_ops(C: torch.Tensor):
-    r"""The two log-sum-exps of a dense cost; :math:`-C/\varepsilon` is formed once per strength."""
-    cache: dict[float, torch.Tensor] = {}
+def _run_schedule(kernel, args, g, eps, schedule, tol, max_iter, check_every, *extra):
+    r"""The kernel at each strength of ``schedule``, then at ``eps`` (:math:`\varepsilon`-
+    scaling, each stage warm-started at the last potential); the intermediate stages stop
+    at a rough 1e-3. ``max_iter`` counts the iterations of all stages (at least one each)."""
+    n_iter = 0
+    for e in schedule:
+        _, g, steps, _ = kernel(*args, e, g, max(tol, 1e-3), max(max_iter - n_iter, 1),
+                                check_every, *extra)
+        n_iter += steps
+    f, g, steps, row_error = kernel(*args, eps, g, tol, max(max_iter - n_iter, 1),
+                                    check_every, *extra)
+    return f, g, n_iter + steps, row_error
 
-    def kernel(e):
-        if e not in cache:
-            cache.clear()
-            cache[e] = C / -e
-        return cache[e]
 
-    def lse_rows(v, e):  # LSE_j (v_j - C_ij / e), batched
-        return torch.logsumexp(v[:, None, :] + kernel(e), dim=2)
+def _finish(name, row_error, n_iter, tol, max_iter):
+    certificate = float(row_error.amax()) if row_error.numel() else 0.0
+    info = Info(n_iter=n_iter, converged=certificate <= tol, certificate=certificate)
+    if not info.converged:
+        warn_not_converged(f"{name} did not reach a marginal error of {tol:g} in {max_iter} "
+                           f"iterations (reached {certificate:.3g}); increase max_iter or "
+                           f"use eps_schedule")
+    return info
 
-    def lse_cols(u, e):
-        return torch.logsumexp(u[:, :, None] + kernel(e), dim=1)
 
-    return lse_rows, lse_cols
+_CPU_BLOCK = 1 << 18  # cost entries per batch block on a CPU (2 MB in float64: cache-sized)
+
+
+def _potentials(a, b, C, eps, tol, max_iter, check_every, eps_schedule, name="sinkhorn"):
+    """Validated options, then the dense kernel on batched input (B, n), (B, m), (B or 1, n, m).
+
+    On a GPU the whole batch is one pass. On a CPU the batch is split into blocks whose
+    (block, n, m) temporaries stay in cache: the log-sum-exps are memory-bound, and one
+    batch larger than the cache is slower than a loop over small problems.
+    """
+    eps = _eps(eps)
+    tol, max_iter, check_every = _options(tol, max_iter, check_every, C.dtype)
+    schedule = _schedule(eps_schedule, eps)
+    per = max(len(a), 1) if a.is_cuda else max(1, _CPU_BLOCK // (C.shape[1] * C.shape[2]))
+    fs, gs, errs, n_iter = [a[:0]], [b[:0]], [a[:0, 0]], 0
+    for i in range(0, len(a), per):
+        Ci = C if C.shape[0] == 1 else C[i:i + per]
+        ai, bi = a[i:i + per], b[i:i + per]
+        f, g, steps, err = _run_schedule(_sinkhorn_kernel, (ai, bi, Ci), torch.zeros_like(bi),
+                                         eps, schedule, tol, max_iter, check_every)
+        fs.append(f)
+        gs.append(g)
+        errs.append(err)
+        n_iter = max(n_iter, steps)
+    info = _finish(name, torch.cat(errs), n_iter, tol, max_iter)
+    return torch.cat(fs), torch.cat(gs), info
 
 
 def sinkhorn_potentials(a, b, C, eps, *, tol=None, max_iter: int = 10_000,
                         check_every: int = 10, eps_schedule=None, return_info: bool = False):
     r"""Optimal dual potentials :math:`(f, g)` of entropic OT, by log-domain Sinkhorn.
 
-    See :func:`sinkhorn` for the problem and the options. Each iteration reads :math:`C`
-    twice (two log-sum-exps over :math:`B n m` entries).
+    .. math:: \max_{f, g}\ \langle f, a\rangle + \langle g, b\rangle
+              - \varepsilon\sum_{ij} e^{(f_i + g_j - C_{ij})/\varepsilon},
+
+    the dual of the problem of :func:`sinkhorn`; the optimal plan is
+    :math:`P_{ij} = e^{(f_i + g_j - C_{ij})/\varepsilon}`. The potentials are those after the
+    last (column) update. Each iteration reads :math:`C` twice (two log-sum-exps over
+    :math:`Bnm` entries). Derivation: chapter 15.
+
+    Parameters
+    ----------
+    a : tensor of shape (n,) or (B, n)
+        Nonnegative weights (zeros allowed), converted to ``C``'s dtype and device.
+    b : tensor of shape (m,) or (B, m)
+        Nonnegative weights with the same total mass as ``a`` (within 1e-8 relative).
+    C : tensor of shape (n, m) or (B, n, m)
+        Finite cost (shared by the batch when 2-D).
+    eps : float
+        Entropic strength ``> 0``, one number for the whole batch.
+    tol, max_iter, check_every, eps_schedule
+        As in :func:`sinkhorn`.
+    return_info : bool
+        Also return a :class:`regref.Info`, as in :func:`sinkhorn`.
 
     Returns
     -------
-    f : tensor of shape (n,) or (B, n); g : tensor of shape (m,) or (B, m)
-        (and a :class:`regref.Info` with ``return_info=True``). Where a weight is zero its
-        potential is :math:`-\infty`.
+    f : tensor of shape (n,) or (B, n)
+        Row potential; :math:`-\infty` where ``a`` is zero.
+    g : tensor of shape (m,) or (B, m)
+        Column potential; :math:`-\infty` where ``b`` is zero.
+    info : regref.Info
+        Only with ``return_info=True``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.ot import sinkhorn_potentials
+    >>> a = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    >>> C = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
+    >>> f, g = sinkhorn_potentials(a, a, C, 0.5)
+    >>> round(float((f[0] + g[0]) - (f[1] + g[1])), 4)
+    0.0
     """
     a, b, C, batched = _problem(a, b, C)
     f, g, info = _potentials(a, b, C, eps, tol, max_iter, check_every, eps_schedule)
@@ -199,73 +319,72 @@ def sinkhorn_potentials(a, b, C, eps, *, tol=None, max_iter: int = 10_000,
     return (f, g, info) if return_info else (f, g)
 
 
-_CPU_BLOCK = 1 << 18  # cost entries per batch block on a CPU (2 MB in float64: cache-sized)
-
-
-def _potentials(a, b, C, eps, tol=None, max_iter=10_000, check_every=10, eps_schedule=None):
-    """:func:`sinkhorn_potentials` on validated, batched input: (B, n), (B, m), (B or 1, n, m).
-
-    On a GPU the whole batch is one pass. On a CPU the batch is split into blocks whose
-    (block, n, m) temporaries stay in cache: the log-sum-exps are memory-bound, and one
-    batch larger than the cache is slower than a loop over small problems.
-    """
-    eps = _eps(eps)
-    tol, max_iter, check_every = _options(tol, max_iter, check_every, C.dtype)
-    per = len(a) if a.is_cuda else max(1, _CPU_BLOCK // (C.shape[1] * C.shape[2]))
-    parts = []
-    for i in range(0, len(a), per):
-        Ci = C if C.shape[0] == 1 else C[i:i + per]
-        parts.append(_sinkhorn_log(a[i:i + per], b[i:i + per], *_dense_ops(Ci), eps, tol,
-                                   max_iter, check_every, _schedule(eps_schedule, eps),
-                                   torch.zeros_like(b[i:i + per])))
-    if len(parts) == 1:
-        return parts[0]
-    f, g, infos = zip(*parts, strict=True)
-    info = Info(n_iter=max(i.n_iter for i in infos), converged=all(i.converged for i in infos),
-                certificate=max(i.certificate for i in infos))
-    return torch.cat(f), torch.cat(g), info
-
-
 def sinkhorn(a, b, C, eps, *, tol=None, max_iter: int = 10_000, check_every: int = 10,
              eps_schedule=None, return_info: bool = False):
     r"""Entropic optimal transport plan, by log-domain Sinkhorn (batched).
 
     .. math:: P = \arg\min_{P\mathbf 1 = a,\ P^\top\mathbf 1 = b}
-              \langle P, C\rangle + \varepsilon\sum_{ij} P_{ij}(\log P_{ij} - 1),
-              \qquad P_{ij} = e^{(f_i + g_j - C_{ij})/\varepsilon}.
+              \langle P, C\rangle - \varepsilon H(P),\qquad
+              H(P) = -\sum_{ij} P_{ij}(\log P_{ij} - 1),
 
-    Matches POT ``ot.sinkhorn(a, b, C, eps)``. The potentials are updated in the log domain,
+    and :math:`P_{ij} = e^{(f_i + g_j - C_{ij})/\varepsilon}` at the optimal potentials.
+    The plan equals POT's ``ot.sinkhorn(a, b, C, eps)`` (POT's entropy
+    :math:`-\sum P\log P` differs from :math:`H` by the constant mass, which does not move
+    the minimizer). The potentials are updated in the log domain,
     :math:`f_i = \varepsilon\log a_i - \varepsilon\,\mathrm{LSE}_j((g_j - C_{ij})/\varepsilon)`
     and symmetrically for :math:`g`, so no kernel :math:`e^{-C/\varepsilon}` underflows:
     :math:`\varepsilon = 10^{-3}` with costs of order 1 is fine. The returned plan is the one
-    after the last (column) half-step, so :math:`P^\top\mathbf 1 = b` to rounding.
+    after the last (column) half-step, so :math:`P^\top\mathbf 1 = b` to rounding. Cost per
+    iteration: two log-sum-exps over :math:`Bnm` entries; one host synchronization per
+    ``check_every`` iterations. Derivation: chapter 15.
 
     Parameters
     ----------
     a : tensor of shape (n,) or (B, n)
-        Nonnegative weights (zeros allowed).
+        Nonnegative weights (zeros allowed), converted to ``C``'s dtype and device.
     b : tensor of shape (m,) or (B, m)
-        Nonnegative weights with the same total mass as ``a`` (within 1e-8 relative).
+        Nonnegative weights with the same total mass as ``a`` (within 1e-8 relative),
+        converted to ``C``'s dtype and device.
     C : tensor of shape (n, m) or (B, n, m)
-        Cost (shared by the batch when 2-D).
+        Finite cost (shared by the batch when 2-D). A batch of size 0 gives an empty plan.
     eps : float
-        Regularization ``> 0``.
+        Entropic strength ``> 0``, one number for the whole batch (solve problems with
+        different strengths in separate calls).
     tol : float, optional
         Stop when :math:`\|P\mathbf 1 - a\|_1 \le` ``tol`` times the mass, for every problem.
         Default ``1e-9`` in float64, ``1e-5`` in float32.
-    max_iter, check_every : int
-        Iteration budget; the error is checked (one host synchronization) every
-        ``check_every`` iterations.
+    max_iter : int
+        Iterations (one row and one column update each), all ``eps_schedule`` stages
+        included; reaching it without meeting ``tol`` warns
+        :class:`regref.ConvergenceWarning`.
+    check_every : int
+        The error is checked (one host synchronization) every ``check_every`` iterations.
     eps_schedule : sequence of float, optional
         Decreasing strengths above ``eps`` solved first, each warm-starting the next
         (:math:`\varepsilon`-scaling), e.g. a geometric sequence from ``C.max()``.
     return_info : bool
         Also return :class:`regref.Info`; ``certificate`` is the largest relative row-marginal
-        :math:`\ell_1` error.
+        :math:`\ell_1` error of the returned plan over the batch.
 
     Returns
     -------
     P : tensor of shape (n, m) or (B, n, m)
+        The plan.
+    info : regref.Info
+        Only with ``return_info=True``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.ot import sinkhorn
+    >>> a = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    >>> C = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
+    >>> P, info = sinkhorn(a, a, C, 0.5, return_info=True)
+    >>> torch.round(P, decimals=4)
+    tensor([[0.4404, 0.0596],
+            [0.0596, 0.4404]], dtype=torch.float64)
+    >>> info.converged
+    True
     """
     a_, b_, C_, batched = _problem(a, b, C)
     f, g, info = _potentials(a_, b_, C_, eps, tol, max_iter, check_every, eps_schedule)
@@ -290,28 +409,54 @@ def _dual_value(a, b, C, f, g, eps):
     return (a * f0).sum(1) + (b * g0).sum(1) - eps * torch.exp(expo).sum((1, 2))
 
 
-def sinkhorn_cost(a, b, C, eps, **options) -> torch.Tensor:
+def sinkhorn_cost(a, b, C, eps, *, tol=None, max_iter: int = 10_000, check_every: int = 10,
+                  eps_schedule=None, return_info: bool = False):
     r"""The entropic OT value :math:`\mathrm{OT}_\varepsilon(a, b)`, differentiable.
 
     .. math:: \mathrm{OT}_\varepsilon
               = \langle P, C\rangle + \varepsilon\sum_{ij}P_{ij}(\log P_{ij} - 1)
               = \langle f, a\rangle + \langle g, b\rangle - \varepsilon\,\textstyle\sum_{ij} P_{ij}.
 
-    The potentials are computed without autograd; the value is the dual objective at them,
-    so gradients follow the envelope theorem (:math:`\nabla_C = P`, :math:`\nabla_a = f`,
-    :math:`\nabla_b = g`) instead of differentiating through the iterations.
-    ``options`` are those of :func:`sinkhorn`.
+    This is not POT's ``ot.sinkhorn2``, which returns :math:`\langle P, C\rangle` alone.
+    The value can be negative (the entropy term is). The potentials are computed without
+    autograd; the value is the dual objective at them, so gradients follow the envelope
+    theorem (:math:`\nabla_C = P`, :math:`\nabla_a = f`, :math:`\nabla_b = g`) instead of
+    differentiating through the iterations. Cost: that of :func:`sinkhorn`. Derivation:
+    chapter 15.
+
+    Parameters
+    ----------
+    a, b, C, eps
+        As in :func:`sinkhorn`.
+    tol, max_iter, check_every, eps_schedule
+        As in :func:`sinkhorn`.
+    return_info : bool
+        Also return the :class:`regref.Info` of the Sinkhorn solve.
 
     Returns
     -------
-    tensor of shape () or (B,)
+    value : tensor of shape () or (B,)
+        :math:`\mathrm{OT}_\varepsilon`.
+    info : regref.Info
+        Only with ``return_info=True``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.ot import sinkhorn_cost
+    >>> a = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    >>> C = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
+    >>> round(float(sinkhorn_cost(a, a, C, 0.5)), 4)
+    -0.91
     """
     a_, b_, C_, batched = _problem(a, b, C)
     eps = _eps(eps)
     with torch.no_grad():
-        f, g, _ = _potentials(a_, b_, C_, eps, **options)
+        f, g, info = _potentials(a_, b_, C_, eps, tol, max_iter, check_every, eps_schedule,
+                                 "sinkhorn_cost")
     value = _dual_value(a_, b_, C_, f, g, eps)
-    return value if batched else value[0]
+    value = value if batched else value[0]
+    return (value, info) if return_info else value
 
 
 def _sq_dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -329,10 +474,11 @@ def _points(x, y, a, b):
     b = torch.full((m,), 1.0 / m, dtype=x.dtype, device=x.device) if b is None else b
     a = _weights(a, "a", x, n, None)
     b = _weights(b, "b", x, m, None)
-    return x, y, a, b
+    return x, y, a, _same_mass(a[None], b[None])[0]
 
 
-def sinkhorn_divergence(x, y, eps, a=None, b=None, **options) -> torch.Tensor:
+def sinkhorn_divergence(x, y, eps, a=None, b=None, *, tol=None, max_iter: int = 10_000,
+                        check_every: int = 10, eps_schedule=None, return_info: bool = False):
     r"""Debiased Sinkhorn divergence between point clouds, squared Euclidean cost.
 
     .. math:: S_\varepsilon(\alpha, \beta) = \mathrm{OT}_\varepsilon(\alpha, \beta)
@@ -344,38 +490,79 @@ def sinkhorn_divergence(x, y, eps, a=None, b=None, **options) -> torch.Tensor:
     coincide (Feydy et al., 2019). Differentiable in ``x``, ``y``, ``a``, ``b``.
     The two symmetric terms use the symmetric fixed point :math:`f = g` with averaged
     updates :math:`u \leftarrow \tfrac12(u + \log a - \mathrm{LSE}_j(u_j - C_{ij}/\varepsilon))`,
-    which converge in a few iterations where alternating updates can stall. ``options``
-    are those of :func:`sinkhorn` (``eps_schedule`` applies to the cross term).
+    which converge in a few iterations where alternating updates can stall. Cost: three
+    Sinkhorn solves on :math:`nm`, :math:`n^2` and :math:`m^2` costs. Derivation: chapter 15.
+
+    Parameters
+    ----------
+    x : tensor of shape (n, d)
+        Support of :math:`\alpha`.
+    y : tensor of shape (m, d)
+        Support of :math:`\beta`, converted to ``x``'s dtype and device.
+    eps : float
+        Entropic strength ``> 0``.
+    a, b : tensor of shape (n,) and (m,), optional
+        Weights of equal mass; uniform (mass 1) by default; converted to ``x``'s dtype and
+        device.
+    tol, max_iter, check_every
+        As in :func:`sinkhorn`, for each of the three solves.
+    eps_schedule : sequence of float, optional
+        As in :func:`sinkhorn`, for the cross term only.
+    return_info : bool
+        Also return one :class:`regref.Info` for the three solves: the largest iteration
+        count and the largest certificate (relative marginal error) of the three.
+
+    Returns
+    -------
+    value : 0-d tensor
+        :math:`S_\varepsilon(\alpha, \beta)`.
+    info : regref.Info
+        Only with ``return_info=True``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.ot import sinkhorn_divergence
+    >>> x = torch.tensor([[0.0], [1.0], [2.0]], dtype=torch.float64)
+    >>> round(float(sinkhorn_divergence(x, x, 0.5)), 6)
+    0.0
+    >>> round(float(sinkhorn_divergence(x, x + 0.3, 0.5)), 4)  # a translation: |t|^2
+    0.09
     """
     x, y, a, b = _points(x, y, a, b)
-    self_options = {k: v for k, v in options.items() if k != "eps_schedule"}
-    return (sinkhorn_cost(a, b, _sq_dist(x, y), eps, **options)
-            - _symmetric_cost(a, _sq_dist(x, x), eps, **self_options) / 2
-            - _symmetric_cost(b, _sq_dist(y, y), eps, **self_options) / 2)
-
-
-def _symmetric_cost(a, C, eps, tol=None, max_iter: int = 10_000, check_every: int = 10):
-    r""":math:`\mathrm{OT}_\varepsilon(a, a)` for a symmetric cost, from the symmetric potential."""
     eps = _eps(eps)
-    tol, max_iter, check_every = _options(tol, max_iter, check_every, C.dtype)
+    tol, max_iter, check_every = _options(tol, max_iter, check_every, x.dtype)
+    cross, info_xy = sinkhorn_cost(a, b, _sq_dist(x, y), eps, tol=tol, max_iter=max_iter,
+                                   check_every=check_every, eps_schedule=eps_schedule,
+                                   return_info=True)
+    self_a, info_a = _symmetric_cost(a, _sq_dist(x, x), eps, tol, max_iter, check_every)
+    self_b, info_b = _symmetric_cost(b, _sq_dist(y, y), eps, tol, max_iter, check_every)
+    value = cross - self_a / 2 - self_b / 2
+    infos = (info_xy, info_a, info_b)
+    certificate = max(i.certificate for i in infos)
+    info = Info(n_iter=max(i.n_iter for i in infos), converged=certificate <= tol,
+                certificate=certificate)
+    return (value, info) if return_info else value
+
+
+def _symmetric_cost(a, C, eps, tol, max_iter, check_every):
+    r""":math:`\mathrm{OT}_\varepsilon(a, a)` for a symmetric cost, from the symmetric
+    potential, and its :class:`Info` (certificate: the relative row error of the plan)."""
     with torch.no_grad():
-        K, la, mass = C / -eps, _log(a), a.sum()
+        neg_C, log_a, mass = C / -eps, torch.log(a), a.sum()
         u, n_iter = torch.zeros_like(a), 0
         while True:
-            steps = min(check_every, max(max_iter - n_iter, 1))
+            steps = min(check_every, max_iter - n_iter)
             for _ in range(steps):
-                u = (u + la - torch.logsumexp(K + u[None, :], dim=1)) / 2
+                u = (u + log_a - torch.logsumexp(neg_C + u[None, :], dim=1)) / 2
             n_iter += steps
-            err = float((torch.exp(u + torch.logsumexp(K + u[None, :], dim=1)) - a).abs().sum()
-                        / mass)
-            if err <= tol or n_iter >= max_iter:
+            row_lse = torch.logsumexp(neg_C + u[None, :], dim=1)
+            err = (torch.exp(u + row_lse) - a).abs().sum() / mass
+            if bool(err <= tol) or n_iter >= max_iter:
                 break
-    if err > tol:
-        warnings.warn(f"symmetric sinkhorn did not reach a marginal error of {tol:g} in "
-                      f"{max_iter} iterations (reached {err:.3g})", ConvergenceWarning,
-                      stacklevel=3)
+    info = _finish("sinkhorn_divergence (symmetric term)", err, n_iter, tol, max_iter)
     f = eps * u
-    return _dual_value(a[None], a[None], C[None], f[None], f[None], eps)[0]
+    return _dual_value(a[None], a[None], C[None], f[None], f[None], eps)[0], info
 
 
 def sinkhorn_points(x, y, eps, a=None, b=None, *, chunk: int = 4096, tol=None,
@@ -383,37 +570,59 @@ def sinkhorn_points(x, y, eps, a=None, b=None, *, chunk: int = 4096, tol=None,
                     return_info: bool = False):
     r"""Sinkhorn potentials for point clouds with :math:`C_{ij} = \|x_i - y_j\|^2`, streamed.
 
+    .. math:: \max_{f, g}\ \langle f, a\rangle + \langle g, b\rangle
+              - \varepsilon\sum_{ij} e^{(f_i + g_j - \|x_i - y_j\|^2)/\varepsilon}.
+
     The cost matrix is never stored: each log-sum-exp is computed over blocks of
     ``chunk`` rows (or columns), recomputing the cost block
     :math:`\|x_i\|^2 + \|y_j\|^2 - 2x_i^\top y_j` by one small matrix product. Memory is
     :math:`O(\texttt{chunk}\cdot\max(n, m))` instead of :math:`O(nm)`, so
     :math:`n = m = 10^5` fits on a GPU; the work per iteration is :math:`2nm` exponentials.
-    Equals :func:`sinkhorn_potentials` on the dense cost.
+    Equals :func:`sinkhorn_potentials` on the dense cost. Derivation: chapter 15.
+
+    Parameters
+    ----------
+    x : tensor of shape (n, d)
+        Source points.
+    y : tensor of shape (m, d)
+        Target points, converted to ``x``'s dtype and device.
+    eps : float
+        Entropic strength ``> 0``.
+    a, b : tensor of shape (n,) and (m,), optional
+        Weights of equal mass; uniform (mass 1) by default; converted to ``x``'s dtype and
+        device.
+    chunk : int
+        Rows (or columns) of the cost recomputed at a time.
+    tol, max_iter, check_every, eps_schedule, return_info
+        As in :func:`sinkhorn`.
 
     Returns
     -------
-    f : tensor of shape (n,); g : tensor of shape (m,) (and :class:`regref.Info`)
+    f : tensor of shape (n,)
+        Source potential.
+    g : tensor of shape (m,)
+        Target potential.
+    info : regref.Info
+        Only with ``return_info=True``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.ot import sinkhorn_points
+    >>> x = torch.tensor([[0.0], [1.0]], dtype=torch.float64)
+    >>> f, g, info = sinkhorn_points(x, x, 0.5, return_info=True)
+    >>> info.converged
+    True
     """
     x, y, a, b = _points(x, y, a, b)
     eps = _eps(eps)
     tol, max_iter, check_every = _options(tol, max_iter, check_every, x.dtype)
-    if int(chunk) != chunk or chunk < 1:
-        raise ValueError(f"chunk must be a positive integer, got {chunk}")
-    b = _same_mass(a[None], b[None])[0]
-
-    def blocked_lse(p, q, w, e):  # LSE_j (w_j - |p_i - q_j|^2 / e) for every i, by row blocks
-        return torch.cat([torch.logsumexp(w[None, :] - _sq_dist(p[i:i + chunk], q) / e, dim=1)
-                          for i in range(0, len(p), chunk)])
-
-    def lse_rows(v, e):
-        return blocked_lse(x, y, v[0], e)[None]
-
-    def lse_cols(u, e):
-        return blocked_lse(y, x, u[0], e)[None]
-
-    f, g, info = _sinkhorn_log(a[None], b[None], lse_rows, lse_cols, eps, tol, max_iter,
-                               check_every, _schedule(eps_schedule, eps), torch.zeros_like(b[None]))
-    return (f[0], g[0], info) if return_info else (f[0], g[0])
+    chunk = check_positive_int(chunk, "chunk")
+    f, g, n_iter, err = _run_schedule(_sinkhorn_points_kernel, (x, y, a, b),
+                                      torch.zeros_like(b), eps, _schedule(eps_schedule, eps),
+                                      tol, max_iter, check_every, chunk)
+    info = _finish("sinkhorn_points", err, n_iter, tol, max_iter)
+    return (f, g, info) if return_info else (f, g)
 
 
 # ------------------------------------------------------------------ exact, quadratic, sparse OT
@@ -432,11 +641,21 @@ def _is_uniform(w: torch.Tensor) -> bool:
     return bool((w > 0).all()) and float(w.max() - w.min()) <= 1e-12 * float(w.max())
 
 
+def _scipy():
+    """SciPy's LP and assignment solvers, imported lazily: SciPy is the optional extra
+    ``lp`` (``pip install "regref[lp]"``), needed by :func:`exact_ot` only."""
+    try:
+        from scipy.optimize import linear_sum_assignment, linprog
+        from scipy.sparse import eye_array, kron, vstack
+    except ImportError as err:
+        raise ImportError('regref.ot.exact_ot (and monge_gap with eps=None) needs SciPy, '
+                          'the optional extra "lp": pip install "regref[lp]"') from err
+    return linear_sum_assignment, linprog, eye_array, kron, vstack
+
+
 def _lp_plan(a, b, C):
     """One exact OT problem on the CPU in float64 (numpy arrays in, numpy array out)."""
-    import numpy as np
-    from scipy.optimize import linear_sum_assignment, linprog
-    from scipy.sparse import eye_array, kron, vstack
+    linear_sum_assignment, linprog, eye_array, kron, vstack = _scipy()
 
     n, m = C.shape
     if n == m and _is_uniform(torch.as_tensor(a)) and _is_uniform(torch.as_tensor(b)):
@@ -467,23 +686,47 @@ def exact_ot(a, b, C) -> torch.Tensor:
     ``scipy.optimize.linprog(method="highs-ds")`` (dual simplex), which returns a vertex, hence
     a plan with at most :math:`n + m - 1` nonzeros, like POT's ``ot.emd``. The solve runs in
     float64 on the CPU; for large problems use :func:`regref.ot.sinkhorn` instead.
+    Chapter 15 uses it as the reference.
 
     Parameters
     ----------
     a : tensor of shape (n,) or (B, n)
         Nonnegative source weights.
     b : tensor of shape (m,) or (B, m)
-        Nonnegative target weights, same total mass as ``a`` (1e-8 relative).
+        Nonnegative target weights, same total mass as ``a`` (1e-8 relative). ``a`` and
+        ``b`` are converted to ``C``'s dtype and device.
     C : tensor of shape (n, m) or (B, n, m)
         Finite cost matrix. A batch is solved one problem at a time.
 
     Returns
     -------
-    P : tensor of shape (n, m) or (B, n, m), on ``C``'s device and dtype.
+    P : tensor of shape (n, m) or (B, n, m)
+        An optimal plan (a vertex), on ``C``'s device and dtype.
+
+    Raises
+    ------
+    ImportError
+        If SciPy, the optional extra ``lp`` (``pip install "regref[lp]"``), is missing.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.ot import exact_ot
+    >>> a = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    >>> C = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
+    >>> exact_ot(a, a, C)
+    tensor([[0.5000, 0.0000],
+            [0.0000, 0.5000]], dtype=torch.float64)
     """
     a_, b_, C_, batched = _problem(a, b, C)
     C_ = C_.expand(len(a_), -1, -1)
-    to_np = lambda t: t.detach().cpu().double().numpy()  # noqa: E731
+    if len(a_) == 0:
+        return torch.zeros_like(C_)
+    _scipy()  # the ImportError naming the extra, before any work
+
+    def to_np(t):
+        return t.detach().cpu().double().numpy()
+
     plans = [torch.as_tensor(_lp_plan(to_np(a_[i]), to_np(b_[i]), to_np(C_[i])))
              for i in range(C_.shape[0])]
     P = torch.stack(plans).to(dtype=C_.dtype, device=C_.device)
@@ -513,7 +756,7 @@ def _threshold(v: torch.Tensor, t: torch.Tensor, k: int) -> torch.Tensor:
     return taus.gather(-1, last)[..., 0]
 
 
-def _dual_parts(a, b, C, f, g, gamma, k):
+def _dual_parts(a, b, C, f, g, lam, k):
     """Dual value, gradient (a - P1, b - P^T 1), the plan and its active mask."""
     S = f[:, :, None] + g[:, None, :] - C
     live = (a > 0)[:, :, None] & (b > 0)[:, None, :]  # zero weights: zero rows and columns
@@ -522,22 +765,22 @@ def _dual_parts(a, b, C, f, g, gamma, k):
         idx = S.topk(k, dim=1).indices
         keep = torch.zeros_like(S, dtype=torch.bool).scatter_(1, idx, True)
         Z = torch.where(keep, Z, 0.0)
-    value = (f * a).sum(1) + (g * b).sum(1) - (Z * Z).sum((1, 2)) / (2 * gamma)
-    P = Z / gamma
+    value = (f * a).sum(1) + (g * b).sum(1) - (Z * Z).sum((1, 2)) / (2 * lam)
+    P = Z / lam
     return value, a - P.sum(2), b - P.sum(1), P
 
 
-def _sweep(a, b, C, f, g, gamma, k):
+def _sweep(a, b, C, f, g, lam, k):
     """Exact block ascent: best f for g (ignoring k), then best g for f (with top-k columns)."""
-    f = _threshold(g[:, None, :] - C, gamma * a, C.shape[2])
-    g = _threshold((f[:, :, None] - C).mT, gamma * b, k)
+    f = _threshold(g[:, None, :] - C, lam * a, C.shape[2])
+    g = _threshold((f[:, :, None] - C).mT, lam * b, k)
     return f, g
 
 
-def _newton_direction(P, Gf, Gg, gamma, damping):
+def _newton_direction(P, Gf, Gg, lam, damping):
     r"""Solve :math:`(H + \delta I)\,d = G` with the generalized Hessian of the negated dual.
 
-    :math:`H = \gamma^{-1}\begin{pmatrix}\operatorname{diag}(A\mathbf 1) & A\\ A^\top &
+    :math:`H = \lambda^{-1}\begin{pmatrix}\operatorname{diag}(A\mathbf 1) & A\\ A^\top &
     \operatorname{diag}(A^\top\mathbf 1)\end{pmatrix}`, :math:`A` the 0/1 support of the plan.
     """
     A = (P > 0).to(P.dtype)
@@ -545,14 +788,14 @@ def _newton_direction(P, Gf, Gg, gamma, damping):
     H = torch.zeros(B, n + m, n + m, dtype=P.dtype, device=P.device)
     H[:, :n, n:] = A
     H[:, n:, :n] = A.mT
-    diag = torch.cat([A.sum(2), A.sum(1)], 1) + (gamma * damping)[:, None]
+    diag = torch.cat([A.sum(2), A.sum(1)], 1) + (lam * damping)[:, None]
     H.diagonal(dim1=1, dim2=2).copy_(diag)
     L, _ = torch.linalg.cholesky_ex(H)
-    d = torch.cholesky_solve(torch.cat([Gf, Gg], 1)[:, :, None], L)[:, :, 0] * gamma
+    d = torch.cholesky_solve(torch.cat([Gf, Gg], 1)[:, :, None], L)[:, :, 0] * lam
     return d[:, :n], d[:, n:]
 
 
-def _newton(a, b, C, f, g, gamma, k, tol, budget):
+def _newton(a, b, C, f, g, lam, k, tol, budget):
     """Semismooth Newton ascent on the (k-sparse) quadratic OT dual from (f, g); batched.
 
     Returns ``(f, g, err, steps)``: ``err`` the relative l1 marginal error per problem.
@@ -562,7 +805,7 @@ def _newton(a, b, C, f, g, gamma, k, tol, budget):
     steps = 0
     best, since = torch.full_like(mass, math.inf), 0
     while True:
-        value, Gf, Gg, P = _dual_parts(a, b, C, f, g, gamma, k)
+        value, Gf, Gg, P = _dual_parts(a, b, C, f, g, lam, k)
         err = (Gf.abs().sum(1) + Gg.abs().sum(1)) / mass
         live = err > tol
         since = 0 if bool((err < (1 - 1e-3) * best).any()) else since + 1
@@ -571,14 +814,14 @@ def _newton(a, b, C, f, g, gamma, k, tol, budget):
             return f, g, err, steps
         steps += 1
         # Levenberg damping proportional to the residual: global, and superlinear near the end
-        damping = _DAMP * err.clamp(min=tiny, max=1.0) / gamma
-        df, dg = _newton_direction(P, Gf, Gg, gamma, damping)
+        damping = _DAMP * err.clamp(min=tiny, max=1.0) / lam
+        df, dg = _newton_direction(P, Gf, Gg, lam, damping)
         slope = (Gf * df).sum(1) + (Gg * dg).sum(1)
         step = torch.ones_like(mass)
         accepted = ~live
         for _ in range(_MAX_HALVINGS):
             f_try, g_try = f + step[:, None] * df, g + step[:, None] * dg
-            v_try = _dual_parts(a, b, C, f_try, g_try, gamma, k)[0]
+            v_try = _dual_parts(a, b, C, f_try, g_try, lam, k)[0]
             ok = (v_try >= value + _ARMIJO * step * slope) & ~accepted
             accepted |= ok
             f = torch.where(ok[:, None], f_try, f)
@@ -588,80 +831,83 @@ def _newton(a, b, C, f, g, gamma, k, tol, budget):
             step = torch.where(accepted, step, step / 2)
         stuck = ~accepted
         if bool(stuck.any()):  # no ascent along d (a kink of the k-sparse dual): one exact sweep
-            f_s, g_s = _sweep(a, b, C, f, g, gamma, k)
+            f_s, g_s = _sweep(a, b, C, f, g, lam, k)
             f = torch.where(stuck[:, None], f_s, f)
             g = torch.where(stuck[:, None], g_s, g)
 
 
-def _gamma_schedule(a, C, gamma):
-    """Decreasing strengths ending at ``gamma``, from one where the plan is dense."""
+def _lam_schedule(a, C, lam):
+    """Decreasing strengths ending at ``lam``, from one where the plan is dense."""
     n, m = C.shape[1:]
     spread = (C.amax((1, 2)) - C.amin((1, 2))) * n * m / a.sum(1)
     start = float(spread.max())
     sched = []
-    while start > _SHRINK * gamma:
+    while start > _SHRINK * lam:
         sched.append(start)
         start *= _SHRINK
-    return sched + [gamma]
+    return sched + [lam]
 
 
-def _solve_dual(a, b, C, gamma, k, tol, max_iter, name):
-    """Continuation in gamma (warm-started Newton at each strength), then the final solve."""
-    f, g = _sweep(a, b, C, torch.zeros_like(a), torch.zeros_like(b), gamma, k)
+def _solve_dual(a, b, C, lam, k, tol, max_iter, name):
+    """Continuation in lam (warm-started Newton at each strength), then the final solve."""
+    f, g = _sweep(a, b, C, torch.zeros_like(a), torch.zeros_like(b), lam, k)
     n_iter = 0
-    stages = [(gam, C.shape[1]) for gam in _gamma_schedule(a, C, gamma)]
+    stages = [(gam, C.shape[1]) for gam in _lam_schedule(a, C, lam)]
     if k < C.shape[1]:  # the k-sparse problem last, from the quadratic solution
-        stages.append((gamma, k))
+        stages.append((lam, k))
     for gam, kk in stages:
         f, g = _sweep(a, b, C, f, g, gam, kk)
         stage_tol = tol if (gam, kk) == stages[-1] else max(tol, _STAGE_TOL)
         f, g, err, steps = _newton(a, b, C, f, g, gam, kk, stage_tol, max_iter - n_iter)
         n_iter += steps
-    P = _dual_parts(a, b, C, f, g, gamma, k)[3]
+    P = _dual_parts(a, b, C, f, g, lam, k)[3]
     certificate = float(err.max())
     converged = certificate <= tol
     if not converged:
-        warnings.warn(f"{name} stopped after {n_iter} Newton steps (max_iter={max_iter}) with "
-                      f"marginal error {certificate:.3g} > tol={tol:g}", ConvergenceWarning,
-                      stacklevel=3)
+        warn_not_converged(f"{name} stopped after {n_iter} Newton steps (max_iter={max_iter}) "
+                           f"with marginal error {certificate:.3g} > tol={tol:g}")
     return P, f, g, Info(n_iter=n_iter, converged=converged, certificate=certificate)
 
 
-def quadratic_ot(a, b, C, gamma, *, tol=None, max_iter: int = 200, return_info: bool = False):
+def quadratic_ot(a, b, C, lam, *, tol=None, max_iter: int = 200, return_info: bool = False):
     r"""Optimal transport with squared-Frobenius regularization (sparse plans).
 
     .. math:: \min_{P \ge 0,\ P\mathbf 1 = a,\ P^\top\mathbf 1 = b}
-              \langle P, C\rangle + \tfrac\gamma2\|P\|_F^2 .
+              \langle P, C\rangle + \tfrac\lambda2\|P\|_F^2 .
 
     Its dual is smooth and concave,
 
     .. math:: \max_{f, g}\ \langle f, a\rangle + \langle g, b\rangle
-              - \frac1{2\gamma}\sum_{ij}\bigl[f_i + g_j - C_{ij}\bigr]_+^2,
+              - \frac1{2\lambda}\sum_{ij}\bigl[f_i + g_j - C_{ij}\bigr]_+^2,
 
     with gradient :math:`(a - P\mathbf 1,\ b - P^\top\mathbf 1)` at the plan
-    :math:`P_{ij} = [f_i + g_j - C_{ij}]_+/\gamma`, which is the primal solution at the dual
+    :math:`P_{ij} = [f_i + g_j - C_{ij}]_+/\lambda`, which is the primal solution at the dual
     optimum (unlike entropic OT, most of its entries are exactly zero).
 
     Algorithm: an exact block-ascent sweep (each :math:`f_i` given :math:`g`, then each
     :math:`g_j` given :math:`f`, by a sorted simplex threshold) starts a semismooth Newton
-    ascent: the generalized Hessian is :math:`\gamma^{-1}` times the signless Laplacian of
+    ascent: the generalized Hessian is :math:`\lambda^{-1}` times the signless Laplacian of
     the bipartite support graph of :math:`P`, damped by the current marginal error
     (Levenberg), and each step is globalized by an Armijo backtracking line search. The
     dual is piecewise quadratic, so the method typically ends in a few dozen steps once the
     support is identified. The solve runs in float64 on the input's device (the result is cast
-    back), and a continuation in :math:`\gamma` (geometric, from a strength at which the plan
+    back), and a continuation in :math:`\lambda` (geometric, from a strength at which the plan
     is dense, each stage warm-starting the next) keeps the number of support changes per
     stage small. Cost per step: :math:`O(nm)` for the gradient and a dense
     Cholesky factorization, :math:`O((n + m)^3)`; batches are factorized together.
+    Derivation: chapter 15.
 
     Parameters
     ----------
     a : tensor of shape (n,) or (B, n)
+        Nonnegative weights; zeros allowed.
     b : tensor of shape (m,) or (B, m)
-        Nonnegative weights of equal total mass (1e-8 relative); zeros allowed.
+        Nonnegative weights with the same total mass as ``a`` (1e-8 relative). ``a`` and
+        ``b`` are converted to ``C``'s dtype and device.
     C : tensor of shape (n, m) or (B, n, m)
-    gamma : float > 0
-        Regularization strength; the plan tends to the exact one as ``gamma`` -> 0.
+        Finite cost; a batch of size 0 gives an empty plan.
+    lam : float > 0
+        Regularization strength; the plan tends to the exact one as ``lam`` -> 0.
     tol : float, optional
         Default 1e-9 in float64, 1e-5 otherwise. Stop when
         :math:`(\|P\mathbf 1 - a\|_1 + \|P^\top\mathbf 1 - b\|_1)/\text{mass} \le` ``tol``
@@ -675,75 +921,106 @@ def quadratic_ot(a, b, C, gamma, *, tol=None, max_iter: int = 200, return_info: 
 
     Returns
     -------
-    P : tensor of shape (n, m) or (B, n, m), on ``C``'s device and dtype.
+    P : tensor of shape (n, m) or (B, n, m)
+        The plan, on ``C``'s device and dtype.
+    info : regref.Info
+        Only with ``return_info=True``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.ot import quadratic_ot
+    >>> a = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    >>> C = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
+    >>> torch.round(quadratic_ot(a, a, C, 4.0), decimals=4)  # P = [f + g - C]_+ / lam
+    tensor([[0.3750, 0.1250],
+            [0.1250, 0.3750]], dtype=torch.float64)
+    >>> quadratic_ot(a, a, C, 0.5)  # small lam: sparse, here the exact plan
+    tensor([[0.5000, 0.0000],
+            [0.0000, 0.5000]], dtype=torch.float64)
     """
-    return _regularized_ot(a, b, C, gamma, None, tol, max_iter, return_info, "quadratic_ot")
+    return _regularized_ot(a, b, C, lam, None, tol, max_iter, return_info, "quadratic_ot")
 
 
-def _regularized_ot(a, b, C, gamma, k, tol, max_iter, return_info, name):
+def _regularized_ot(a, b, C, lam, k, tol, max_iter, return_info, name):
     """Validate, solve the (k-sparse) quadratic dual in float64, return the plan."""
     a_, b_, C_, batched = _problem(a, b, C)
     C_ = C_.expand(len(a_), -1, -1)
-    gamma = check_positive(gamma, "gamma")
+    lam = _strength(lam, "lam")
     tol = check_tol(tol, C_.dtype, 1e-9, 1e-5)
-    if k is not None and (isinstance(k, bool) or int(k) != k or k < 1):
-        raise ValueError(f"k must be a positive integer, got {k}")
-    k = C_.shape[1] if k is None else min(int(k), C_.shape[1])
-    with torch.no_grad():
-        P, _, _, info = _solve_dual(*_f64(a_, b_, C_), gamma, k, tol,
-                                    check_positive_int(max_iter, "max_iter"), name)
+    max_iter = check_positive_int(max_iter, "max_iter")
+    k = C_.shape[1] if k is None else min(check_positive_int(k, "k"), C_.shape[1])
+    if len(a_) == 0:
+        P, info = torch.zeros_like(C_), Info(n_iter=0, converged=True, certificate=0.0)
+    else:
+        with torch.no_grad():
+            P, _, _, info = _solve_dual(*_f64(a_, b_, C_), lam, k, tol, max_iter, name)
     P = P.to(C_.dtype)
     P = P if batched else P[0]
     return (P, info) if return_info else P
 
 
-def sparse_ot(a, b, C, gamma, k, *, tol=None, max_iter: int = 200, return_info: bool = False):
+def sparse_ot(a, b, C, lam, k, *, tol=None, max_iter: int = 200, return_info: bool = False):
     r"""Quadratically regularized OT with at most ``k`` nonzeros in every column of the plan.
 
     After Liu, Puigcerver and Blondel, *Sparsity-Constrained Optimal Transport* (ICLR 2023):
 
     .. math:: \min_{P \in U(a, b)} \sum_j \Omega_k(P_{:,j}) + \langle P, C\rangle, \qquad
-              \Omega_k(p) = \tfrac\gamma2\|p\|_2^2 + \iota\{\|p\|_0 \le k\}.
+              \Omega_k(p) = \tfrac\lambda2\|p\|_2^2 + \iota\{\|p\|_0 \le k\}.
 
     The conjugate of :math:`\Omega_k` on :math:`\mathbb R^n_+` keeps the :math:`k` largest
     entries of its argument and applies the squared hinge to them,
-    :math:`\Omega_k^*(s) = \frac1{2\gamma}\sum_{l \le k}[s_{(l)}]_+^2`, which gives the
+    :math:`\Omega_k^*(s) = \frac1{2\lambda}\sum_{l \le k}[s_{(l)}]_+^2`, which gives the
     concave dual
 
     .. math:: \max_{f, g}\ \langle f, a\rangle + \langle g, b\rangle
               - \sum_j \Omega_k^*\bigl(f + g_j\mathbf 1 - C_{:,j}\bigr),
 
     and the plan :math:`P_{:,j} = \nabla\Omega_k^*(f + g_j - C_{:,j})`: column :math:`j`
-    keeps its top-:math:`k` entries of :math:`[f_i + g_j - C_{ij}]_+/\gamma`. The primal is
+    keeps its top-:math:`k` entries of :math:`[f_i + g_j - C_{ij}]_+/\lambda`. The primal is
     non-convex; the dual solves its convex relaxation, and the returned plan has at most
     ``k`` nonzeros per column by construction. The solve is continued from the quadratic
-    solution (:func:`quadratic_ot` at the same ``gamma``). Its marginals are exact when the
+    solution (:func:`quadratic_ot` at the same ``lam``). Its marginals are exact when the
     top-``k`` sets are unambiguous at the dual optimum; when the optimum sits on a tie (the
     relaxed plan needs more than ``k`` entries in a column) the certificate reports the
     marginal error that remains, and a :class:`regref.ConvergenceWarning` is issued.
     ``k >= n`` is :func:`quadratic_ot`. For ``k = 1`` with uniform weights and
     :math:`n = m` the feasible plans are the assignments, on which the regularizer is
     constant, so the solutions are the unregularized optimal assignments for every
-    ``gamma``; the dual ascent reaches one on the book's problems, but it can stall at ties
-    (seen for some ``gamma`` near 1), and then the certificate reports the marginal error
+    ``lam``; the dual ascent reaches one on the book's problems, but it can stall at ties
+    (seen for some ``lam`` near 1), and then the certificate reports the marginal error
     left and a warning is issued.
 
     Algorithm and cost: as :func:`quadratic_ot` (semismooth Newton on the dual, restricted to
     the top-:math:`k` supports, with an exact block sweep when the line search finds no
     ascent at a kink), plus a top-:math:`k` selection per column, :math:`O(nm\log k)`.
+    Chapter 15 reproduces the paper's :math:`k = 1` and large-:math:`k` limits.
 
     Parameters
     ----------
-    a, b, C, gamma, tol, max_iter, return_info
+    a, b, C, lam, tol, max_iter, return_info
         As in :func:`quadratic_ot`.
     k : int >= 1
         Largest number of nonzeros allowed in a column.
 
     Returns
     -------
-    P : tensor of shape (n, m) or (B, n, m), on ``C``'s device and dtype.
+    P : tensor of shape (n, m) or (B, n, m)
+        The plan, on ``C``'s device and dtype.
+    info : regref.Info
+        Only with ``return_info=True``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.ot import sparse_ot
+    >>> a = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    >>> C = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
+    >>> sparse_ot(a, a, C, 4.0, 1)  # one nonzero per column: an assignment
+    tensor([[0.5000, 0.0000],
+            [0.0000, 0.5000]], dtype=torch.float64)
     """
-    return _regularized_ot(a, b, C, gamma, k, tol, max_iter, return_info, "sparse_ot")
+    return _regularized_ot(a, b, C, lam, k, tol, max_iter, return_info, "sparse_ot")
 
 
 # ----------------------------------------------------------------------------- Monge gap
@@ -768,6 +1045,7 @@ def monge_gap(x, T_x, eps=None, **options) -> torch.Tensor:
     The value is differentiable in ``x`` and ``T_x``: the OT term is evaluated at a plan
     (or potentials) computed without autograd, which by the envelope theorem gives its
     gradient. Cost: an :math:`O(n^3)` assignment, or Sinkhorn on the :math:`n \times n` cost.
+    Chapter 15 shows it on affine maps and a rotation.
 
     Parameters
     ----------
@@ -782,7 +1060,23 @@ def monge_gap(x, T_x, eps=None, **options) -> torch.Tensor:
 
     Returns
     -------
-    0-d tensor on ``x``'s device and dtype.
+    gap : 0-d tensor
+        The Monge gap, on ``x``'s device and dtype.
+
+    Raises
+    ------
+    ImportError
+        With ``eps=None``, if SciPy (the optional extra ``lp``) is missing.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.ot import monge_gap
+    >>> x = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    >>> round(float(monge_gap(x, 2 * x)), 6)  # a gradient of a convex function: optimal
+    0.0
+    >>> round(float(monge_gap(x, x.flip(0))), 4)  # swapping two points is not
+    0.6667
     """
     x = as_float_tensor(x, "x")
     T_x = as_float_tensor(T_x, "T_x", like=x)
@@ -804,7 +1098,5 @@ def monge_gap(x, T_x, eps=None, **options) -> torch.Tensor:
     if eps is None:
         ot_cost = (exact_ot(w, w, C.detach()) * C).sum()
     else:
-        from .ot import sinkhorn_cost  # lazily: regref.ot re-exports this module
-
         ot_cost = sinkhorn_cost(w, w, C, eps, **options) + eps * (1 + 2 * math.log(n))
     return moved - ot_cost
