@@ -256,8 +256,30 @@ def add_markdown_download(app: Sphinx, pagename, templatename, context, doctree)
     logger.warning("regref_site: no download menu on %s to add the .md to", pagename)
 
 
+def dedupe_inline_scripts(app: Sphinx, pagename, templatename, context, doctree) -> None:
+    """Drop repeated inline scripts from the page.
+
+    sphinx-thebe registers its ``const THEBE_JS_URL = ...`` snippet once per read phase,
+    and the book's build has two, so every page declared the constant twice: an uncaught
+    SyntaxError in the browser console.
+    """
+    seen = set()
+    kept = []
+    for script in context.get("script_files", []):
+        attributes = getattr(script, "attributes", None) or {}
+        body = attributes.get("body")
+        if body and not getattr(script, "filename", None):
+            if body in seen:
+                continue
+            seen.add(body)
+        kept.append(script)
+    if "script_files" in context:
+        context["script_files"][:] = kept
+
+
 def setup(app: Sphinx) -> dict:
     app.connect("doctree-read", add_used_functions)
     # after sphinx-book-theme builds its header buttons (priority 501)
     app.connect("html-page-context", add_markdown_download, priority=600)
+    app.connect("html-page-context", dedupe_inline_scripts, priority=600)
     return {"version": "0.1", "parallel_read_safe": True, "parallel_write_safe": True}
