@@ -51,7 +51,8 @@ def _skip_reason() -> str | None:
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        return "BROWSER TEST SKIPPED: playwright is not installed (pip install -r requirements/lock.txt)"
+        return ("BROWSER TEST SKIPPED: playwright is not installed "
+                "(pip install -r requirements/lock.txt)")
     return None
 
 
