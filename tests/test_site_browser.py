@@ -301,6 +301,13 @@ def test_page(page, base_url, rel):
 
     match = CHAPTER.match(rel)
     if match:
+        stem = rel[: -len(".html")]
+        hrefs = [raw for raw, _ in facts["links"]]
+        for suffix in (".ipynb", ".md"):
+            if not any(h.endswith(f"_sources/{stem}{suffix}") for h in hrefs):
+                problems.append(f"no {suffix} download offered")
+        if not pg.locator(".regref-used a[href*='api.html#regref.']").count():
+            problems.append("no 'regref functions used on this page' links to the API appendix")
         SHOTS.mkdir(parents=True, exist_ok=True)
         pg.screenshot(path=str(SHOTS / f"{match.group(1)}.png"), full_page=True)
     problems += _check_dropdowns(pg)

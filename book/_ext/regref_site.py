@@ -78,14 +78,18 @@ def regref_names(code_cells: list[str]) -> list[str]:
                     for alias in node.names:
                         if alias.name != "*":
                             aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
-        # A second pass, now that this cell's imports are known.
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Attribute, ast.Name)):
-                parts = _dotted(node)
-                if not parts or parts[0] not in aliases:
-                    continue
-                full = ".".join([aliases[parts[0]], *parts[1:]])
-                found.setdefault(full, None)
+        # A second pass, now that this cell's imports are known, in source order.
+        # Whole chains only: in ``ridge.ridge_path`` the inner ``ridge`` is not a use.
+        inner = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+        refs = [n for n in ast.walk(tree)
+                if isinstance(n, (ast.Attribute, ast.Name)) and id(n) not in inner]
+        refs.sort(key=lambda n: (n.lineno, n.col_offset, -n.end_col_offset))
+        for node in refs:
+            parts = _dotted(node)
+            if not parts or parts[0] not in aliases:
+                continue
+            full = ".".join([aliases[parts[0]], *parts[1:]])
+            found.setdefault(full, None)
     return list(found)
 
 
@@ -117,6 +121,17 @@ def _resolve(full: str) -> tuple[str, str] | None:
     return None
 
 
+def _documented(full: str) -> tuple[str, str] | None:
+    """The longest prefix of ``full`` that :func:`_resolve` accepts (``ridge.ridge.__doc__``
+    is a use of ``ridge.ridge``)."""
+    parts = full.split(".")
+    for k in range(len(parts), 2, -1):
+        resolved = _resolve(".".join(parts[:k]))
+        if resolved is not None:
+            return resolved
+    return _resolve(full) if len(parts) == 2 else None
+
+
 # --------------------------------------------------------------------------- doctree
 
 
@@ -137,8 +152,8 @@ def add_used_functions(app: Sphinx, doctree: nodes.document) -> None:
         return
     refs = []
     for full in regref_names(_code_cells(path)):
-        resolved = _resolve(full)
-        if resolved is not None:
+        resolved = _documented(full)
+        if resolved is not None and resolved not in refs:
             refs.append(resolved)
     if not refs:
         return
