@@ -159,11 +159,18 @@ def browser():
         b.close()
 
 
-@pytest.fixture
-def page(browser):
+@pytest.fixture(scope="module")
+def context(browser):
+    # One context for all pages, so the theme's assets and MathJax come from its cache.
     # Half-scale pixels: a full-page screenshot of a long chapter costs a quarter as much.
-    context = browser.new_context(viewport={"width": 1280, "height": 900},
-                                  device_scale_factor=0.5)
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900},
+                              device_scale_factor=0.5)
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def page(context):
     pg = context.new_page()
     pg.set_default_timeout(30_000)
     pg.problems = []  # type: ignore[attr-defined]
@@ -184,7 +191,7 @@ def page(browser):
 
     pg.on("request", on_request)
     yield pg
-    context.close()
+    pg.close()
 
 
 def _local_target(href_abs: str, base_url: str) -> tuple[Path, str] | None:
