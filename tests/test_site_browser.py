@@ -172,7 +172,7 @@ def context(browser):
 @pytest.fixture
 def page(context):
     pg = context.new_page()
-    pg.set_default_timeout(30_000)
+    pg.set_default_timeout(60_000)
     pg.problems = []  # type: ignore[attr-defined]
 
     def on_console(msg):
@@ -257,7 +257,7 @@ def _check_dropdowns(pg) -> list[str]:
         elif state["expanded"] or state["visible"]:
             problems.append(f"dropdown open before it is clicked: {state['label']!r}")
         else:
-            items.nth(i).locator(".toggle-button").first.click(timeout=5_000)
+            items.nth(i).locator(".toggle-button").first.click(timeout=15_000)
     after = pg.evaluate(_DROPDOWN_STATE_JS)
     for state, was in zip(after, before, strict=True):
         if was["button"] and not (was["expanded"] or was["visible"]):
@@ -269,7 +269,7 @@ def _check_dropdowns(pg) -> list[str]:
         summary = det.query_selector(":scope > summary")
         if summary is None:
             continue
-        summary.click(timeout=5_000)
+        summary.click(timeout=15_000)
         if not det.evaluate("d => d.open"):
             problems.append(f"<details> #{i} does not open when clicked")
     return problems
