@@ -8,6 +8,8 @@
    the appendix fails the ``-W`` build instead of rendering as plain text.
 2. Each chapter page offers its source as MyST markdown next to the ``.ipynb`` in the
    theme's download menu: the ``.md`` is written into ``_sources/`` at build time.
+3. Repeated inline scripts are dropped from each page (sphinx-thebe's snippet was
+   included twice, an uncaught SyntaxError in every page's console).
 """
 
 from __future__ import annotations
