@@ -15,7 +15,7 @@ export PYTHONHASHSEED := 0
 NB_WRITE_ENV := OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
 NB_CHECK_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
-.PHONY: env test lint unit nbval book notebooks student bench clean
+.PHONY: env test lint unit nbval book browser serve mathjax notebooks student bench clean
 
 env: $(STAMP)
 
@@ -29,7 +29,7 @@ $(STAMP): requirements/lock.txt pyproject.toml
 # that is a failure like any other.
 PYTEST = $(BIN)/python -m pytest -p no:cacheprovider
 
-test: env lint unit nbval book
+test: env lint unit nbval book browser
 	@echo "make test: all checks passed"
 
 # The second pass: code a reader sees on a page (the notebooks) fits in 88 columns.
@@ -39,7 +39,7 @@ lint: env
 
 # Unit, property and oracle tests, plus every docstring's Examples run as a doctest.
 unit: env
-	$(PYTEST) -q tests --doctest-modules regref
+	$(PYTEST) -q tests --doctest-modules regref --ignore=tests/test_site_browser.py
 
 nbval: env
 	$(NB_CHECK_ENV) $(PYTEST) -q --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
@@ -48,7 +48,33 @@ nbval: env
 # The full build, warnings as errors, no incremental state (CONTRIBUTING.md).
 book: env
 	$(BIN)/jupyter-book build . --all -W --keep-going
-	@echo "open _build/html/index.html"
+	@echo "open the book: make serve  (or open _build/html/index.html)"
+
+# The built site in a real headless Chromium (Debian's `chromium`; .ci/run installs it):
+# every page, console errors, offline math, images, links, search, dropdowns; chapter
+# screenshots in _build/screenshots/. Needs `make book` first. Without a Chromium it says so
+# loudly and passes, so that `make test` still works on a machine without one.
+CHROMIUM ?= $(shell command -v chromium 2>/dev/null || command -v chromium-browser 2>/dev/null)
+browser: env
+	@if [ -z "$(CHROMIUM)" ] || [ ! -x "$(CHROMIUM)" ]; then \
+	    echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"; \
+	    echo "BROWSER TEST SKIPPED: no chromium (apt-get install chromium, or CHROMIUM=/path)"; \
+	    echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"; \
+	else \
+	    CHROMIUM="$(CHROMIUM)" $(PYTEST) -q -rs tests/test_site_browser.py; \
+	fi
+
+# Serve the built book on http://127.0.0.1:$(PORT)/ (Ctrl-C to stop).
+PORT ?= 8000
+serve:
+	@test -f _build/html/index.html || { echo "no _build/html: run make book first"; exit 1; }
+	@echo "serving the book on http://127.0.0.1:$(PORT)/"
+	$(PYTHON) -m http.server $(PORT) --bind 127.0.0.1 --directory _build/html
+
+# Refresh the MathJax copy the site serves itself (book/_static/mathjax/) from npm.
+MATHJAX_VERSION ?= 3.2.2
+mathjax:
+	book/_tools/vendor_mathjax.sh $(MATHJAX_VERSION)
 
 # Re-execute every book notebook in place, top to bottom, to refresh stored outputs.
 notebooks: env
