@@ -22,12 +22,10 @@ Derivations: chapter 04.
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 
 from ._core import (
-    ConvergenceWarning,
     Info,
     as_float_tensor,
     check_data,
@@ -35,6 +33,10 @@ from ._core import (
     check_positive_int,
     check_strength,
     check_tol,
+    fista,
+    power_iteration,
+    soft,
+    warn_not_converged,
 )
 
 __all__ = [
@@ -55,7 +57,8 @@ _STALL = 30  # checks without a 1% better gap after which a column is considered
 
 # ----------------------------------------------------------------------------- validation
 
-def _default_tol(tol, X: torch.Tensor) -> float:
+def _tol(tol, X: torch.Tensor) -> float:
+    """The documented default: a relative duality gap of 1e-10 in float64, 1e-5 else."""
     return check_tol(tol, X.dtype, 1e-10, 1e-5)
 
 
@@ -185,28 +188,15 @@ def kkt_violation(X, y, w, lam, l1_ratio=1.0) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- the solver
 
-def _soft(x, t):
-    return torch.sign(x) * torch.clamp(x.abs() - t, min=0)
-
-
-def _top_eigenvalue(apply, m: int, like: torch.Tensor, v: torch.Tensor | None = None,
-                    iters: int = 30):
-    """Largest eigenvalue of a PSD operator ``apply`` on R^m by power iteration, +5%.
-
-    Starts from ``v`` (to warm-start from a previous call) or from a ramp, which is not
-    orthogonal to the top eigenvector of a Gram matrix. Returns ``(eigenvalue, vector)``.
-    """
-    ramp = 1 + torch.arange(m, dtype=like.dtype, device=like.device) / (7.0 * m)
+def _lipschitz(H: torch.Tensor, v: torch.Tensor | None = None):
+    """Largest eigenvalue of the PSD matrix ``H`` by power iteration, plus 5% (a step of
+    ``1/L`` then stays stable); warm-started from ``v``, else from a ramp, which is not
+    orthogonal to the top eigenvector of a Gram matrix. Returns ``(L, vector)``."""
+    m = H.shape[0]
+    ramp = 1 + torch.arange(m, dtype=H.dtype, device=H.device) / (7.0 * m)
     v = ramp if v is None else v + 1e-3 * ramp / math.sqrt(m)
-    v = v / v.norm()
-    for _ in range(iters):
-        v = apply(v)
-        v = v / v.norm().clamp(min=torch.finfo(like.dtype).tiny)
-    return 1.05 * (v @ apply(v)).clamp(min=torch.finfo(like.dtype).tiny), v
-
-
-def _gram_gap(H, C, yy, W, l1, l2):
-    return _gram_gap_from(H @ W, C, yy, W, l1, l2)
+    top, v = power_iteration(H.__matmul__, v, 30 if v is ramp else 8)
+    return 1.05 * top.clamp(min=torch.finfo(H.dtype).tiny), v
 
 
 def _gram_gap_from(HW, C, yy, W, l1, l2):
@@ -229,38 +219,23 @@ def _gram_gap_from(HW, C, yy, W, l1, l2):
     return primal - dual
 
 
-def _fista(H, C, yy, W, l1, l2, target, max_iter, lip):
-    r"""Batched FISTA with gradient restart on :math:`\tfrac12 w^\top Hw - c^\top w + ...`.
-
-    Each column is one problem. Every ``_CHECK_EVERY`` steps the restricted gap of each
-    column is computed; columns below their ``target`` leave the batch, and so do columns
-    whose gap has not improved for ``_STALL`` checks (rounding stalls float32 on
-    ill-conditioned problems; the caller then reports the gap it reached).
-    Cost per step: one ``(m, m) @ (m, B)`` product.
+def _inner_solve(H, C, yy, W, l1, l2, target, max_iter, lip):
+    r"""Batched FISTA with restart (:func:`regref._core.fista`) on the elastic nets
+    restricted to a working set, in Gram form: :math:`\tfrac12 w^\top Hw - c^\top w
+    + \tfrac{\lambda_2}2\|w\|^2 + \lambda_1\|w\|_1` per column, stopped on the restricted
+    duality gap. Cost per step: one ``(m, m) @ (m, B)`` product. Returns ``(W, n_iter)``.
     """
-    step = 1 / (lip + l2)
-    live = torch.arange(W.shape[1], device=W.device)
-    Z, t, n_iter = W.clone(), torch.ones_like(l1), 0
-    best = torch.full_like(l1, torch.inf, dtype=torch.float64)
-    since = torch.zeros_like(l1, dtype=torch.long)  # checks since the best gap improved
-    while n_iter < max_iter and live.numel():
-        Cl, yl, l1l, l2l, sl = C[:, live], yy[live], l1[live], l2[live], step[live]
-        Wl, Zl, tl = W[:, live], Z[:, live], t[live]
-        for _ in range(_CHECK_EVERY):
-            W_new = _soft(Zl - sl * (H @ Zl - Cl + l2l * Zl), sl * l1l)
-            restart = ((Zl - W_new) * (W_new - Wl)).sum(0) > 0  # O'Donoghue & Candes
-            t_new = (1 + torch.sqrt(1 + 4 * tl * tl)) / 2
-            beta = torch.where(restart, 0.0, (tl - 1) / t_new)
-            tl = torch.where(restart, 1.0, t_new)
-            Zl = W_new + beta * (W_new - Wl)
-            Wl = W_new
-        n_iter += _CHECK_EVERY
-        gap = _gram_gap(H, Cl, yl, Wl, l1l, l2l)
-        W[:, live], Z[:, live], t[live] = Wl, Zl, tl
-        improved = gap < 0.99 * best[live]
-        best[live] = torch.where(improved, gap, best[live])
-        since[live] = torch.where(improved, 0, since[live] + 1)
-        live = live[(gap > target[live]) & (since[live] < _STALL)]
+    def gradient(Z):
+        return H @ Z - C + l2 * Z
+
+    def prox(V, step):
+        return soft(V, step * l1)
+
+    def gap(V):
+        return _gram_gap_from(H @ V, C, yy, V, l1, l2)
+
+    W, _, n_iter = fista(gradient, prox, gap, W, 1 / (lip + l2), target, max_iter,
+                         _CHECK_EVERY, _STALL)
     return W, n_iter
 
 
@@ -373,11 +348,10 @@ def _enet_columns(XT, C, yy, l1, l2, W, tol, max_iter, cache, H_full=None):
         # inner solves need not be much tighter than the current outer gap
         inner_target = torch.maximum(0.3 * gap, 0.5 * target[live])
         H = cache.gram(Si)
-        v0 = cache.v[Si] if cache.v is not None else None
-        lip, v = _top_eigenvalue(H.__matmul__, len(Si), H, v0, iters=30 if v0 is None else 8)
+        lip, v = _lipschitz(H, cache.v[Si] if cache.v is not None else None)
         cache.v = torch.zeros(p, dtype=H.dtype, device=H.device).index_copy_(0, Si, v)
-        WS, it = _fista(H, C[Si][:, live], yy[live], Wl[Si], l1l, l2l, inner_target,
-                        max_iter - n_iter, lip)
+        WS, it = _inner_solve(H, C[Si][:, live], yy[live], Wl[Si], l1l, l2l, inner_target,
+                              max_iter - n_iter, lip)
         n_iter += it
         Wl = torch.zeros_like(Wl)
         Wl[Si] = WS
@@ -442,9 +416,12 @@ def _path(X, y, lams, l1_ratio, tol, max_iter, batch_size):
     """Elastic-net path for every ``lams[l]`` and every column of ``y``: (L, p, k), Info."""
     n, p = X.shape
     Y = y.reshape(n, -1)
-    k = Y.shape[1]
-    tol = _default_tol(tol, X)
+    k, L = Y.shape[1], len(lams)
+    tol = _tol(tol, X)
     max_iter = check_positive_int(max_iter, "max_iter")
+    out = torch.zeros(L, p, k, dtype=X.dtype, device=X.device)
+    if k == 0:  # no targets: nothing to solve
+        return out, Info(n_iter=0, converged=True, certificate=0.0)
     C = X.mT @ Y / n
     yy = (Y * Y).sum(0) / (2 * n)
     H_full = _gram(X) / n if p <= n else None  # Gram mode: products are (p, p) @ (p, B)
@@ -452,10 +429,8 @@ def _path(X, y, lams, l1_ratio, tol, max_iter, batch_size):
     XT = X.mT.contiguous() if H_full is None else X.mT
     cache = _GramCache(XT, H_full)
     order = torch.argsort(lams, descending=True)  # solve from the sparsest end
-    L = len(lams)
     if batch_size is None:  # wide batches on a GPU or in Gram mode; warm starts pay on a CPU
         batch_size = L if (X.is_cuda or H_full is not None) else 10
-    out = torch.zeros(L, p, k, dtype=X.dtype, device=X.device)
     W_prev = torch.zeros(p, k, dtype=X.dtype, device=X.device)
     worst, n_iter = 0.0, 0
     for start in range(0, L, batch_size):
@@ -466,14 +441,18 @@ def _path(X, y, lams, l1_ratio, tol, max_iter, batch_size):
                                      lam_cols * (1 - l1_ratio), W_prev.repeat(1, b), tol,
                                      max_iter, cache, H_full)
         n_iter = max(n_iter, it)
-        worst = max(worst, float((gaps / yy.repeat(b).clamp(min=torch.finfo(X.dtype).tiny)).amax()))
+        # the certificate: the duality gap of the returned point, relative to P(0)
+        rel = gaps / yy.repeat(b).to(gaps.dtype).clamp(min=torch.finfo(X.dtype).tiny)
+        worst = max(worst, float(rel.amax()))
         out[chunk] = Wc.reshape(p, b, k).permute(1, 0, 2)
         W_prev = out[chunk[-1]]  # warm start for the next batch
     converged = worst <= tol
     if not converged:
-        warnings.warn(f"lasso path did not reach a relative duality gap of {tol:g} in "
-                      f"{max_iter} iterations (reached {worst:.3g}); increase max_iter",
-                      ConvergenceWarning, stacklevel=3)
+        why = (f"in {max_iter} proximal-gradient steps; increase max_iter"
+               if n_iter >= max_iter else
+               "before it stalled (rounding errors of the dtype; try float64 or a larger tol)")
+        warn_not_converged(f"lasso/elastic-net path did not reach a relative duality gap of "
+                           f"{tol:g} {why} (reached {worst:.3g})")
     return out, Info(n_iter=n_iter, converged=converged, certificate=worst)
 
 
@@ -653,19 +632,26 @@ def group_lasso(X, y, lam, groups, *, weights=None, tol=None, max_iter: int = 10
         if len(weights) != n_groups:
             raise ValueError(f"weights must have one entry per group ({n_groups}), "
                              f"got {len(weights)}")
-    tol, max_iter = _default_tol(tol, X), check_positive_int(max_iter, "max_iter")
+    tol, max_iter = _tol(tol, X), check_positive_int(max_iter, "max_iter")
     Y = y.reshape(n, -1)
+    if Y.shape[1] == 0:  # no targets: nothing to solve
+        W = X.new_zeros((p,) + tuple(y.shape[1:]))
+        return (W, Info(n_iter=0, converged=True, certificate=0.0)) if return_info else W
     H = _gram(X) / n if p <= n else None
     C = X.mT @ Y / n
     yy = (Y * Y).sum(0) / (2 * n)
+    tiny = torch.finfo(X.dtype).tiny
+    wcol = weights[:, None]
 
     def gram_apply(V):  # X^T X V / n
         return H @ V if H is not None else X.mT @ (X @ V) / n
 
-    step = 1 / _top_eigenvalue(gram_apply, p, X)[0]
-    thresh = (step * lam * weights)[:, None]
-    wcol = weights[:, None]
-    tiny = torch.finfo(X.dtype).tiny
+    def gradient(V):  # of the squared loss, X^T (X V - Y) / n
+        return gram_apply(V) - C
+
+    def prox(V, step):  # block soft thresholding, group by group
+        norms = _group_norms(V, gid, n_groups).clamp(min=tiny)
+        return torch.clamp(1 - step * lam * wcol / norms, min=0)[gid] * V
 
     def gaps(V):
         R = Y - X @ V
@@ -674,26 +660,18 @@ def group_lasso(X, y, lam, groups, *, weights=None, tol=None, max_iter: int = 10
         dual = yy - ((Y - lam / s * R) ** 2).sum(0) / (2 * n)
         return primal - dual
 
-    W = torch.zeros(p, Y.shape[1], dtype=X.dtype, device=X.device)
-    Z, t, n_iter = W.clone(), torch.ones_like(yy), 0
-    target = tol * yy.clamp(min=tiny)
-    g = gaps(W)
-    while bool((g > target).any()) and n_iter < max_iter:
-        for _ in range(_CHECK_EVERY):
-            V = Z - step * (gram_apply(Z) - C)
-            scale = torch.clamp(1 - thresh / _group_norms(V, gid, n_groups).clamp(min=tiny), min=0)
-            W_new = scale[gid] * V
-            restart = ((Z - W_new) * (W_new - W)).sum(0) > 0  # gradient restart
-            t_new = (1 + torch.sqrt(1 + 4 * t * t)) / 2
-            Z = W_new + torch.where(restart, 0.0, (t - 1) / t_new) * (W_new - W)
-            W, t = W_new, torch.where(restart, 1.0, t_new)
-        n_iter += _CHECK_EVERY
-        g = gaps(W)
+    ramp = 1 + torch.arange(p, dtype=X.dtype, device=X.device) / (7.0 * p)
+    step = 1 / (1.05 * power_iteration(gram_apply, ramp, 30)[0])
+    W0 = torch.zeros(p, Y.shape[1], dtype=X.dtype, device=X.device)
+    W, g, n_iter = fista(gradient, prox, gaps, W0, step, tol * yy.clamp(min=tiny), max_iter,
+                         _CHECK_EVERY, _STALL)
     rel = float((g / yy.clamp(min=tiny)).amax())
-    converged = bool((g <= target).all())
+    converged = rel <= tol
     if not converged:
-        warnings.warn(f"group_lasso did not reach a relative duality gap of {tol:g} in "
-                      f"{max_iter} iterations (reached {rel:.3g}); increase max_iter",
-                      ConvergenceWarning, stacklevel=2)
+        why = (f"in {max_iter} proximal-gradient steps; increase max_iter"
+               if n_iter >= max_iter else
+               "before it stalled (rounding errors of the dtype; try float64 or a larger tol)")
+        warn_not_converged(f"group_lasso did not reach a relative duality gap of {tol:g} "
+                           f"{why} (reached {rel:.3g})")
     W = W.reshape((p,) + tuple(y.shape[1:]))
     return (W, Info(n_iter=n_iter, converged=converged, certificate=rel)) if return_info else W
