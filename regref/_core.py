@@ -66,7 +66,10 @@ def as_float_tensor(x, name: str, like: torch.Tensor | None = None) -> torch.Ten
 
 def check_positive(value, name: str) -> float:
     """A positive finite number (a tolerance, a strength); ``ValueError`` otherwise."""
-    v = float(value)
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}") from err
     if not (math.isfinite(v) and v > 0):
         raise ValueError(f"{name} must be a positive finite number, got {value}")
     return v

@@ -63,7 +63,10 @@ def _tol(tol, X: torch.Tensor) -> float:
 
 
 def _l1_ratio(l1_ratio) -> float:
-    r = float(l1_ratio)
+    try:
+        r = float(l1_ratio)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"l1_ratio must be a number in (0, 1], got {l1_ratio!r}") from err
     if not (0 < r <= 1):
         raise ValueError(f"l1_ratio must be in (0, 1], got {l1_ratio}")
     return r
@@ -86,10 +89,29 @@ def lambda_max(X, y, l1_ratio=1.0) -> torch.Tensor:
 
     (:math:`\rho` = ``l1_ratio``, 1 for the lasso). Zero solves the lasso exactly when
     :math:`\lambda \ge \lambda_{\max}`, because :math:`0 \in -X^\top y/n + \lambda\rho\,[-1, 1]^p`.
+    Cost: one product :math:`X^\top y`, :math:`2npk` flops. Derivation: chapter 04.
+
+    Parameters
+    ----------
+    X : tensor of shape (n, p)
+        Design matrix, finite, non-empty.
+    y : tensor of shape (n,) or (n, k)
+        Response(s), converted to ``X``'s dtype and device (mixed inputs follow ``X``).
+    l1_ratio : float
+        :math:`\rho \in (0, 1]`; 1 (default) is the lasso.
 
     Returns
     -------
-    tensor of shape () for ``y`` of shape (n,), (k,) for (n, k).
+    tensor of shape () for ``y`` of shape (n,), (k,) for (n, k)
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref import sparse
+    >>> X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    >>> y = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    >>> round(float(sparse.lambda_max(X, y)), 4)
+    1.6667
     """
     X, y = check_data(X, y)
     rho = _l1_ratio(l1_ratio)
@@ -135,11 +157,34 @@ def dual_point(X, y, w, lam, l1_ratio=1.0) -> torch.Tensor:
     with :math:`\lambda_1 = \lambda\rho`, :math:`\lambda_2 = \lambda(1-\rho)`. It satisfies
     the dual constraint :math:`\|X^\top\theta - \lambda_2 n\,w/s\|_\infty \le 1` (for the lasso
     simply :math:`\|X^\top\theta\|_\infty \le 1`) and equals :math:`r^\star/(n\lambda)` at the
-    optimum.
+    optimum. Cost: two products with :math:`X`. Derivation: chapter 04.
+
+    Parameters
+    ----------
+    X : tensor of shape (n, p)
+        Design matrix, finite, non-empty.
+    y : tensor of shape (n,) or (n, k)
+        Response(s), converted to ``X``'s dtype and device (mixed inputs follow ``X``).
+    w : tensor of shape (p,) or (p, k)
+        Coefficients (any point, not only a solution), like ``y``'s trailing shape.
+    lam : float
+        Strength ``> 0``.
+    l1_ratio : float
+        :math:`\rho \in (0, 1]`; 1 (default) is the lasso.
 
     Returns
     -------
     theta : tensor of shape (n,) or (n, k), like ``y``
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref import sparse
+    >>> X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    >>> y = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    >>> theta = sparse.dual_point(X, y, torch.zeros(2, dtype=torch.float64), 0.5)
+    >>> round(float((X.T @ theta).abs().max()), 4)  # dual feasible
+    1.0
     """
     X, Y, W, l1, l2, shape = _certificate_args(X, y, w, lam, l1_ratio)
     _, _, s, r = _primal_dual(X, Y, W, l1, l2)
@@ -157,11 +202,36 @@ def duality_gap(X, y, w, lam, l1_ratio=1.0) -> torch.Tensor:
 
     :math:`D` is the dual objective at :func:`dual_point` (the elastic net is a lasso on
     the augmented data :math:`[X; \sqrt{n\lambda_2}I]`, :math:`[y; 0]`), so
-    :math:`P(w) - P(w^\star) \le` gap, and the gap is 0 exactly at the optimum.
+    :math:`P(w) - P(w^\star) \le` gap, and the gap is 0 exactly at the optimum. Cost:
+    two products with :math:`X`. Derivation: chapter 04.
+
+    Parameters
+    ----------
+    X : tensor of shape (n, p)
+        Design matrix, finite, non-empty.
+    y : tensor of shape (n,) or (n, k)
+        Response(s), converted to ``X``'s dtype and device (mixed inputs follow ``X``).
+    w : tensor of shape (p,) or (p, k)
+        Coefficients (any point, not only a solution), like ``y``'s trailing shape.
+    lam : float
+        Strength ``> 0``.
+    l1_ratio : float
+        :math:`\rho \in (0, 1]`; 1 (default) is the lasso.
 
     Returns
     -------
     tensor of shape () or (k,)
+        The gap, absolute (divide by :math:`\|y\|^2/2n` for the solvers' relative scale).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref import sparse
+    >>> X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    >>> y = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    >>> w = sparse.lasso(X, y, 0.5)
+    >>> round(float(sparse.duality_gap(X, y, w, 0.5)), 10)
+    0.0
     """
     X, Y, W, l1, l2, shape = _certificate_args(X, y, w, lam, l1_ratio)
     primal, dual, _, _ = _primal_dual(X, Y, W, l1, l2)
@@ -174,11 +244,34 @@ def kkt_violation(X, y, w, lam, l1_ratio=1.0) -> torch.Tensor:
     With :math:`g = X^\top(y - Xw)/n - \lambda_2 w` (minus the smooth gradient), ``w`` is
     optimal iff :math:`g_j = \lambda_1\operatorname{sign}(w_j)` where :math:`w_j \ne 0` and
     :math:`|g_j| \le \lambda_1` where :math:`w_j = 0`. Returns
-    :math:`\max_j \operatorname{dist}(g_j, \lambda_1\partial|w_j|)`.
+    :math:`\max_j \operatorname{dist}(g_j, \lambda_1\partial|w_j|)`. Cost: two products
+    with :math:`X`. Derivation: chapter 04.
+
+    Parameters
+    ----------
+    X : tensor of shape (n, p)
+        Design matrix, finite, non-empty.
+    y : tensor of shape (n,) or (n, k)
+        Response(s), converted to ``X``'s dtype and device (mixed inputs follow ``X``).
+    w : tensor of shape (p,) or (p, k)
+        Coefficients (any point, not only a solution), like ``y``'s trailing shape.
+    lam : float
+        Strength ``> 0``.
+    l1_ratio : float
+        :math:`\rho \in (0, 1]`; 1 (default) is the lasso.
 
     Returns
     -------
     tensor of shape () or (k,)
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref import sparse
+    >>> X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    >>> y = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    >>> round(float(sparse.kkt_violation(X, y, torch.zeros(2, dtype=torch.float64), 0.5)), 4)
+    1.1667
     """
     X, Y, W, l1, l2, shape = _certificate_args(X, y, w, lam, l1_ratio)
     g = X.mT @ (Y - X @ W) / X.shape[0] - l2 * W
@@ -488,26 +581,47 @@ def lasso_path(X, y, lams, *, tol=None, max_iter: int = 100_000, batch_size: int
     Parameters
     ----------
     X : tensor of shape (n, p)
+        Design matrix, finite, non-empty.
     y : tensor of shape (n,) or (n, k)
-        ``k`` independent targets (not the multi-task lasso).
+        ``k`` independent targets (not the multi-task lasso); ``k = 0`` gives an empty
+        result. Converted to ``X``'s dtype and device (mixed inputs follow ``X``).
     lams : tensor of shape (L,)
         Strengths ``> 0`` in any order; row ``l`` of the result is for ``lams[l]``.
     tol : float, optional
         Stop when every duality gap is ``<= tol * ||y||^2 / (2n)`` (the objective at 0).
-        Default ``1e-10`` in float64, ``1e-5`` in float32.
+        Default ``1e-10`` in float64, ``1e-5`` in other dtypes.
     max_iter : int
-        Budget of proximal-gradient steps per batch; exceeding it warns
-        :class:`regref.ConvergenceWarning`.
+        Budget of proximal-gradient (FISTA) steps per batch of strengths, summed over
+        the working sets (a positive int). Running out of it, or stalling on rounding
+        errors first, warns :class:`regref.ConvergenceWarning` (the message says which).
     batch_size : int, optional
         Strengths solved together. Default: all of them on a GPU or in Gram mode, else 10
         (on a CPU, warm starts between batches are worth more than wider products).
     return_info : bool
-        Also return :class:`regref.Info`; ``certificate`` is the largest relative duality
-        gap over the path and the targets, ``n_iter`` the most steps one batch took.
+        Also return :class:`regref.Info`: ``certificate`` is the largest relative duality
+        gap (gap over :math:`\|y\|^2/2n`) of the returned coefficients over the path and
+        the targets, ``converged`` is ``certificate <= tol``, and ``n_iter`` the most
+        FISTA steps one batch took.
 
     Returns
     -------
     W : tensor of shape (L, p) or (L, p, k)
+        Row ``l`` solves the lasso at ``lams[l]``.
+    info : regref.Info
+        Only with ``return_info=True``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref import sparse
+    >>> X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    >>> y = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    >>> W, info = sparse.lasso_path(X, y, [1.0, 0.1], return_info=True)
+    >>> torch.round(W, decimals=4)
+    tensor([[0.0000, 1.0000],
+            [0.9000, 1.9000]], dtype=torch.float64)
+    >>> info.converged
+    True
     """
     X, y = check_data(X, y)
     lams = check_strength(lams, "lams", X, positive=True, ndims=(1,))
@@ -526,12 +640,40 @@ def lasso(X, y, lam, *, tol=None, max_iter: int = 100_000, return_info: bool = F
 
     .. math:: \arg\min_w \tfrac1{2n}\|y - Xw\|_2^2 + \lambda\|w\|_1
 
-    Matches scikit-learn ``Lasso(alpha=lam, fit_intercept=False)``. ``tol`` is relative
-    to :math:`\|y\|^2/2n`; ``return_info`` gives the relative duality gap as certificate.
+    Matches scikit-learn ``Lasso(alpha=lam, fit_intercept=False)``. Derivation and
+    cost: chapter 04 and :func:`lasso_path`.
+
+    Parameters
+    ----------
+    X : tensor of shape (n, p)
+        Design matrix, finite, non-empty.
+    y : tensor of shape (n,) or (n, k)
+        Response(s), converted to ``X``'s dtype and device (mixed inputs follow ``X``).
+    lam : float
+        Strength ``> 0``.
+    tol : float, optional
+        Relative duality gap to reach (gap over :math:`\|y\|^2/2n`); default ``1e-10`` in
+        float64, ``1e-5`` in other dtypes.
+    max_iter : int
+        Budget of FISTA steps, as in :func:`lasso_path`.
+    return_info : bool
+        Also return :class:`regref.Info` (certificate: the relative duality gap of ``w``;
+        ``converged`` is ``certificate <= tol``).
 
     Returns
     -------
     w : tensor of shape (p,) or (p, k)
+    info : regref.Info
+        Only with ``return_info=True``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref import sparse
+    >>> X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    >>> y = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    >>> torch.round(sparse.lasso(X, y, 0.1), decimals=4)
+    tensor([0.9000, 1.9000], dtype=torch.float64)
     """
     X, y = check_data(X, y)
     lam = check_strength(lam, "lam", X, positive=True).reshape(1)
@@ -549,11 +691,37 @@ def elastic_net(X, y, lam, l1_ratio=0.5, *, tol=None, max_iter: int = 100_000,
     Matches scikit-learn ``ElasticNet(alpha=lam, l1_ratio=l1_ratio, fit_intercept=False)``.
     The quadratic term is part of the smooth part (its Lipschitz constant adds
     :math:`\lambda(1-\rho)`), and the certificate is the duality gap of the equivalent lasso
-    on :math:`[X; \sqrt{n\lambda(1-\rho)}I]`.
+    on :math:`[X; \sqrt{n\lambda(1-\rho)}I]`. Derivation and cost: chapter 04 and
+    :func:`lasso_path`.
+
+    Parameters
+    ----------
+    X : tensor of shape (n, p)
+        Design matrix, finite, non-empty.
+    y : tensor of shape (n,) or (n, k)
+        Response(s), converted to ``X``'s dtype and device (mixed inputs follow ``X``).
+    lam : float
+        Strength ``> 0``.
+    l1_ratio : float
+        :math:`\rho \in (0, 1]`; 1 is the lasso.
+    tol, max_iter, return_info
+        As in :func:`lasso`; the certificate is the relative duality gap of the
+        equivalent lasso.
 
     Returns
     -------
     w : tensor of shape (p,) or (p, k)
+    info : regref.Info
+        Only with ``return_info=True``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref import sparse
+    >>> X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    >>> y = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    >>> torch.round(sparse.elastic_net(X, y, 0.1, 0.5), decimals=4)
+    tensor([0.9462, 1.8157], dtype=torch.float64)
     """
     X, y = check_data(X, y)
     lam = check_strength(lam, "lam", X, positive=True).reshape(1)
@@ -566,8 +734,12 @@ def _groups(groups, p: int, X: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Validate a partition of ``range(p)``; return the group id of every feature."""
     try:
         parts = [[int(j) for j in g] for g in groups]
-    except TypeError as err:
+        exact = all(j == k for g, part in zip(groups, parts, strict=True)
+                    for j, k in zip(g, part, strict=True))
+    except (TypeError, ValueError) as err:
         raise ValueError("groups must be a list of lists of feature indices") from err
+    if not exact:
+        raise ValueError("groups must hold integer feature indices, got a non-integer one")
     if any(len(g) == 0 for g in parts):
         raise ValueError("groups must not contain an empty group")
     flat = [j for g in parts for j in g]
@@ -602,12 +774,14 @@ def group_lasso(X, y, lam, groups, *, weights=None, tol=None, max_iter: int = 10
     when :math:`P(w) - D(\theta) \le` ``tol`` :math:`\cdot\|y\|^2/2n` for every target,
     checked every 10 steps. Cost per step: :math:`p^2k` with the Gram matrix
     (:math:`p \le n`), else :math:`2npk`. :math:`w = 0` is optimal iff
-    :math:`\lambda \ge \max_g \|X_g^\top y\|/(n\omega_g)`.
+    :math:`\lambda \ge \max_g \|X_g^\top y\|/(n\omega_g)`. Derivation: chapter 04.
 
     Parameters
     ----------
     X : tensor of shape (n, p)
+        Design matrix, finite, non-empty.
     y : tensor of shape (n,) or (n, k)
+        Response(s), converted to ``X``'s dtype and device (mixed inputs follow ``X``).
     lam : float
         Strength ``> 0``.
     groups : list of lists of int
@@ -615,11 +789,23 @@ def group_lasso(X, y, lam, groups, *, weights=None, tol=None, max_iter: int = 10
     weights : tensor of shape (G,), optional
         :math:`\omega_g > 0`; default :math:`\sqrt{|g|}`.
     tol, max_iter, return_info
-        As in :func:`lasso_path`; the certificate is the largest relative duality gap.
+        As in :func:`lasso_path` (``max_iter`` counts FISTA steps); the certificate is the
+        largest relative duality gap of the returned ``w`` over the targets.
 
     Returns
     -------
     w : tensor of shape (p,) or (p, k)
+    info : regref.Info
+        Only with ``return_info=True``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref import sparse
+    >>> X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    >>> y = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    >>> torch.round(sparse.group_lasso(X, y, 0.1, [[0, 1]]), decimals=4)
+    tensor([0.9891, 1.8191], dtype=torch.float64)
     """
     X, y = check_data(X, y)
     n, p = X.shape
