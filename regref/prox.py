@@ -20,6 +20,9 @@ operators take the strength and the step separately, ``prox_mcp(x, lam, gamma, s
 ``prox_scad(x, lam, a, step)``, ``prox_l0(x, lam, step)``, because their shape
 parameter does not scale with the step.
 
+Mixed inputs: strengths and steps are converted to the dtype and device of ``x`` (a
+float64 ``tau`` with a float32 ``x`` computes in float32).
+
 Fast path. Every operator takes ``validate=True``; inside an iteration pass
 ``validate=False`` to skip the conversion, the NaN scan and the host synchronizations of
 the checks (the arguments must then already be tensors of one dtype and device).
