@@ -9,6 +9,23 @@ prox where the scalar problem has a unique minimizer (each docstring says when),
 operators are still exact, closed-form and cheap. Every operator here is elementwise or
 acts on the last dimension, so a batch of vectors is one call. Derivations: chapter 01
 (soft thresholding) and chapter 04.
+
+Step conventions. The convex operators take the threshold already multiplied by the
+step: ``soft_threshold(x, tau)``, ``hard_threshold(x, tau)`` and ``prox_l2(x, tau)`` are
+the prox of :math:`\tau\|\cdot\|` (pass ``tau = step * lam``), and
+``prox_elastic_net(x, l1, l2)`` that of :math:`\ell_1\|\cdot\|_1 +
+\tfrac{\ell_2}2\|\cdot\|^2` (pass ``l1 = step * lam1``, ``l2 = step * lam2``). These
+are the ``prox(v, s)`` signatures that :func:`prox_conjugate` needs. The nonconvex
+operators take the strength and the step separately, ``prox_mcp(x, lam, gamma, step)``,
+``prox_scad(x, lam, a, step)``, ``prox_l0(x, lam, step)``, because their shape
+parameter does not scale with the step.
+
+Mixed inputs: strengths and steps are converted to the dtype and device of ``x`` (a
+float64 ``tau`` with a float32 ``x`` computes in float32).
+
+Fast path. Every operator takes ``validate=True``; inside an iteration pass
+``validate=False`` to skip the conversion, the NaN scan and the host synchronizations of
+the checks (the arguments must then already be tensors of one dtype and device).
 """
 
 from __future__ import annotations
@@ -17,7 +34,7 @@ from collections.abc import Callable
 
 import torch
 
-from ._core import _show, as_float_tensor, check_finite, check_strength
+from ._core import _show, as_float_tensor, check_finite, check_strength, soft
 
 __all__ = [
     "soft_threshold",
@@ -52,7 +69,7 @@ def _input(x) -> torch.Tensor:
     return check_finite(as_float_tensor(x, "x"), "x")
 
 
-def soft_threshold(x, tau) -> torch.Tensor:
+def soft_threshold(x, tau, *, validate: bool = True) -> torch.Tensor:
     r"""Soft thresholding, the prox of :math:`\tau\|\cdot\|_1`.
 
     .. math:: \operatorname{prox}_{\tau\|\cdot\|_1}(x)_i
@@ -63,27 +80,65 @@ def soft_threshold(x, tau) -> torch.Tensor:
     x : tensor
         Any shape.
     tau : float or tensor
-        Threshold(s) ``>= 0``, broadcastable to the shape of ``x``.
+        Threshold(s) ``>= 0``, broadcastable to the shape of ``x`` (the step times the
+        strength).
+    validate : bool
+        Check the arguments (default); ``False`` is the fast path for loops.
+
+    Returns
+    -------
+    tensor
+        Same shape, dtype and device as ``x``. Cost: one pass over ``x``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.prox import soft_threshold
+    >>> soft_threshold(torch.tensor([-2.0, 0.5, 3.0]), 1.0)
+    tensor([-1.,  0.,  2.])
     """
-    x = _input(x)
-    tau = _strength(tau, "tau", x)
-    return torch.sign(x) * torch.clamp(x.abs() - tau, min=0)
+    if validate:
+        x = _input(x)
+        tau = _strength(tau, "tau", x)
+    return soft(x, tau)
 
 
-def hard_threshold(x, tau) -> torch.Tensor:
+def hard_threshold(x, tau, *, validate: bool = True) -> torch.Tensor:
     r"""Hard thresholding: keep entries with :math:`|x_i| > \tau`, zero the rest.
 
     It is a prox of the (nonconvex) counting penalty
     :math:`\tfrac{\tau^2}{2}\|v\|_0`: keeping :math:`x_i` costs :math:`\tau^2/2`,
     zeroing it costs :math:`x_i^2/2`. (At :math:`|x_i| = \tau` both are minimizers;
     this function returns 0.)
+
+    Parameters
+    ----------
+    x : tensor
+        Any shape.
+    tau : float or tensor
+        Threshold(s) ``>= 0``, broadcastable to the shape of ``x``.
+    validate : bool
+        Check the arguments (default); ``False`` is the fast path for loops.
+
+    Returns
+    -------
+    tensor
+        Same shape, dtype and device as ``x``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.prox import hard_threshold
+    >>> hard_threshold(torch.tensor([-2.0, 0.5, 1.0, 3.0]), 1.0)
+    tensor([-2.,  0.,  0.,  3.])
     """
-    x = _input(x)
-    tau = _strength(tau, "tau", x)
+    if validate:
+        x = _input(x)
+        tau = _strength(tau, "tau", x)
     return torch.where(x.abs() > tau, x, torch.zeros_like(x))
 
 
-def prox_l2(x, tau, dim: int = -1) -> torch.Tensor:
+def prox_l2(x, tau, dim: int = -1, *, validate: bool = True) -> torch.Tensor:
     r"""Block soft thresholding, the prox of :math:`\tau\|\cdot\|_2` along ``dim``.
 
     .. math:: \operatorname{prox}_{\tau\|\cdot\|_2}(x)
@@ -92,29 +147,82 @@ def prox_l2(x, tau, dim: int = -1) -> torch.Tensor:
     Used for the group lasso: each slice along ``dim`` is one group.
     ``tau`` is a scalar or broadcasts to ``x``'s shape with ``dim`` reduced to 1
     (one threshold per group).
+
+    Parameters
+    ----------
+    x : tensor
+        At least one dimension.
+    tau : float or tensor
+        Threshold(s) ``>= 0`` (the step times the strength).
+    dim : int
+        The dimension that holds each group; ``ValueError`` if ``x`` has no such
+        dimension.
+    validate : bool
+        Check the arguments (default); ``False`` is the fast path for loops.
+
+    Returns
+    -------
+    tensor
+        Same shape, dtype and device as ``x``. Cost: two passes over ``x``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.prox import prox_l2
+    >>> prox_l2(torch.tensor([3.0, 4.0]), 2.5)
+    tensor([1.5000, 2.0000])
     """
-    x = _input(x)
+    if validate:
+        x = _input(x)
+        if isinstance(dim, bool) or not isinstance(dim, int) or not -x.ndim <= dim < x.ndim:
+            raise ValueError(f"dim must be an int in [{-x.ndim}, {x.ndim}) for x of shape "
+                             f"{tuple(x.shape)}, got {dim!r}")
     norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True)
-    tau = _strength(tau, "tau", norm)
+    if validate:
+        tau = _strength(tau, "tau", norm)
     scale = torch.clamp(1 - tau / torch.clamp(norm, min=torch.finfo(x.dtype).tiny), min=0)
     return scale * x
 
 
-def prox_elastic_net(x, l1, l2) -> torch.Tensor:
+def prox_elastic_net(x, l1, l2, *, validate: bool = True) -> torch.Tensor:
     r"""Prox of the elastic-net penalty :math:`\ell_1\|v\|_1 + \tfrac{\ell_2}{2}\|v\|_2^2`.
 
     .. math:: \operatorname{prox}(x) = \frac{\operatorname{soft}(x, \ell_1)}{1 + \ell_2}.
 
     (The prox of a sum is not the composition of the proxes in general; it is here
     because the quadratic is isotropic and separable.)
+
+    Parameters
+    ----------
+    x : tensor
+        Any shape.
+    l1 : float or tensor
+        :math:`\ell_1` weight ``>= 0`` (the step times the strength), broadcastable.
+    l2 : float or tensor
+        Quadratic weight ``>= 0`` (the step times the strength), broadcastable.
+    validate : bool
+        Check the arguments (default); ``False`` is the fast path for loops.
+
+    Returns
+    -------
+    tensor
+        Same shape, dtype and device as ``x``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.prox import prox_elastic_net
+    >>> prox_elastic_net(torch.tensor([-3.0, 0.5, 3.0]), 1.0, 1.0)
+    tensor([-1.,  0.,  1.])
     """
-    x = _input(x)
-    l1 = _strength(l1, "l1", x)
-    l2 = _strength(l2, "l2", x)
-    return soft_threshold(x, l1) / (1 + l2)  # l1 checked above, under its own name
+    if validate:
+        x = _input(x)
+        l1 = _strength(l1, "l1", x)
+        l2 = _strength(l2, "l2", x)
+    return soft(x, l1) / (1 + l2)
 
 
-def project_l1_ball(x, radius=1.0) -> torch.Tensor:
+def project_l1_ball(x, radius=1.0, *, validate: bool = True) -> torch.Tensor:
     r"""Euclidean projection onto :math:`\{v : \|v\|_1 \le r\}` along the last dimension.
 
     .. math:: P(x)_i = \operatorname{sign}(x_i)\max(|x_i| - \theta, 0),
@@ -129,11 +237,29 @@ def project_l1_ball(x, radius=1.0) -> torch.Tensor:
     x : tensor of shape (..., p)
     radius : float or tensor of shape (...)
         Radius ``r >= 0`` of each ball.
+    validate : bool
+        Check the arguments (default); ``False`` is the fast path for loops (``radius``
+        must then be a tensor).
+
+    Returns
+    -------
+    tensor of shape (..., p)
+        Like ``x``; an empty last dimension gives an empty result.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.prox import project_l1_ball
+    >>> project_l1_ball(torch.tensor([2.0, -1.0, 0.2]), 1.0)
+    tensor([1., -0., 0.])
     """
-    x = _input(x)
-    if x.ndim == 0:
-        raise ValueError("x must have at least one dimension (the vector to project)")
-    r = _strength(radius, "radius", x.new_empty(x.shape[:-1]))
+    if validate:
+        x = _input(x)
+        if x.ndim == 0:
+            raise ValueError("x must have at least one dimension (the vector to project)")
+        r = _strength(radius, "radius", x.new_empty(x.shape[:-1]))
+    else:
+        r = radius
     if x.shape[-1] == 0:
         return x.clone()
     r = r.expand(x.shape[:-1]).unsqueeze(-1)
@@ -149,7 +275,7 @@ def project_l1_ball(x, radius=1.0) -> torch.Tensor:
 
 
 def prox_conjugate(prox: Callable[[torch.Tensor, float], torch.Tensor], x,
-                   tau: float = 1.0) -> torch.Tensor:
+                   tau: float = 1.0, *, validate: bool = True) -> torch.Tensor:
     r"""Prox of the convex conjugate :math:`\tau f^*`, from the prox of :math:`f`.
 
     Moreau's decomposition :math:`x = \operatorname{prox}_{\tau f^*}(x)
@@ -160,15 +286,36 @@ def prox_conjugate(prox: Callable[[torch.Tensor, float], torch.Tensor], x,
     Parameters
     ----------
     prox : callable
-        ``prox(v, s)`` returns :math:`\operatorname{prox}_{s f}(v)`, e.g.
-        :func:`soft_threshold` for :math:`f = \|\cdot\|_1` (whose conjugate is the
-        indicator of the :math:`\ell_\infty` unit ball, so the result is a clip).
+        ``prox(v, s)`` must return :math:`\operatorname{prox}_{s f}(v)` for a tensor
+        ``v`` and a float ``s > 0``: the threshold-first signature of
+        :func:`soft_threshold`, :func:`hard_threshold`, :func:`prox_l2` (for
+        :math:`f = \|\cdot\|_1`, :math:`\|\cdot\|_0`-type, :math:`\|\cdot\|_2`). For
+        the nonconvex operators, wrap them, e.g.
+        ``lambda v, s: prox_mcp(v, 1.0, 3.0, step=s)``. With :math:`f = \|\cdot\|_1`
+        the conjugate is the indicator of the :math:`\ell_\infty` unit ball, so the
+        result is a clip.
     x : tensor
+        Any shape.
     tau : float
         Step ``> 0``.
+    validate : bool
+        Check ``x`` and ``tau`` (default); ``False`` is the fast path for loops.
+
+    Returns
+    -------
+    tensor
+        Same shape, dtype and device as ``x``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.prox import prox_conjugate, soft_threshold
+    >>> prox_conjugate(soft_threshold, torch.tensor([-2.0, 0.5, 3.0]), 0.5)
+    tensor([-1.0000,  0.5000,  1.0000])
     """
-    x = _input(x)
-    tau = float(check_strength(tau, "tau", x, positive=True))
+    if validate:
+        x = _input(x)
+        tau = float(check_strength(tau, "tau", x, positive=True))
     return x - tau * prox(x / tau, 1 / tau)
 
 
@@ -183,7 +330,7 @@ def _above(value, name: str, x: torch.Tensor, bound, what: str) -> torch.Tensor:
     return _strength(t, name, x)
 
 
-def mcp_penalty(x, lam, gamma) -> torch.Tensor:
+def mcp_penalty(x, lam, gamma, *, validate: bool = True) -> torch.Tensor:
     r"""Minimax concave penalty (Zhang, 2010), elementwise.
 
     .. math:: \operatorname{MCP}_{\lambda,\gamma}(x_i) = \begin{cases}
@@ -204,15 +351,30 @@ def mcp_penalty(x, lam, gamma) -> torch.Tensor:
     gamma : float or tensor
         Concavity ``> 0`` (broadcastable); :math:`\gamma \to \infty` gives
         :math:`\lambda|x|`.
+    validate : bool
+        Check the arguments (default); ``False`` is the fast path for loops.
+
+    Returns
+    -------
+    tensor
+        The penalty of each entry: same shape, dtype and device as ``x``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.prox import mcp_penalty
+    >>> mcp_penalty(torch.tensor([0.5, 1.0, 5.0]), 1.0, 2.0)
+    tensor([0.4375, 0.7500, 1.0000])
     """
-    x = _input(x)
-    lam = _strength(lam, "lam", x)
-    gamma = _above(gamma, "gamma", x, 0, "0")
+    if validate:
+        x = _input(x)
+        lam = _strength(lam, "lam", x)
+        gamma = _above(gamma, "gamma", x, 0, "0")
     u = x.abs()
     return torch.where(u <= gamma * lam, lam * u - u * u / (2 * gamma), gamma * lam**2 / 2)
 
 
-def prox_mcp(x, lam, gamma, step=1.0) -> torch.Tensor:
+def prox_mcp(x, lam, gamma, step=1.0, *, validate: bool = True) -> torch.Tensor:
     r"""Firm thresholding, the prox of :math:`\tau\operatorname{MCP}_{\lambda,\gamma}`.
 
     .. math:: \operatorname{prox}(x)_i = \begin{cases}
@@ -242,20 +404,35 @@ def prox_mcp(x, lam, gamma, step=1.0) -> torch.Tensor:
         Concavity, ``> step`` (else the prox is not given by this formula).
     step : float or tensor
         Step :math:`\tau > 0`.
+    validate : bool
+        Check the arguments (default); ``False`` is the fast path for loops.
+
+    Returns
+    -------
+    tensor
+        Same shape, dtype and device as ``x``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.prox import prox_mcp
+    >>> prox_mcp(torch.tensor([0.5, 1.5, 5.0]), 1.0, 2.0)
+    tensor([0., 1., 5.])
     """
-    x = _input(x)
-    lam = _strength(lam, "lam", x)
-    gamma = _above(gamma, "gamma", x, 0, "0")
-    step = _above(step, "step", x, 0, "0")
-    if bool((gamma <= step).any()):
-        raise ValueError("gamma must be > step (otherwise the prox objective is not "
-                         "strongly convex and firm thresholding is not its minimizer)")
+    if validate:
+        x = _input(x)
+        lam = _strength(lam, "lam", x)
+        gamma = _above(gamma, "gamma", x, 0, "0")
+        step = _above(step, "step", x, 0, "0")
+        if bool((gamma <= step).any()):
+            raise ValueError("gamma must be > step (otherwise the prox objective is not "
+                             "strongly convex and firm thresholding is not its minimizer)")
     u = x.abs()
     firm = torch.clamp(u - step * lam, min=0) / (1 - step / gamma)  # no overflow: huge gamma
     return torch.where(u <= gamma * lam, torch.sign(x) * firm, x)
 
 
-def scad_penalty(x, lam, a=3.7) -> torch.Tensor:
+def scad_penalty(x, lam, a=3.7, *, validate: bool = True) -> torch.Tensor:
     r"""Smoothly clipped absolute deviation penalty (Fan and Li, 2001), elementwise.
 
     .. math:: \operatorname{SCAD}_{\lambda,a}(x_i) = \begin{cases}
@@ -277,16 +454,31 @@ def scad_penalty(x, lam, a=3.7) -> torch.Tensor:
         Strength(s) ``>= 0``, broadcastable to the shape of ``x``.
     a : float or tensor
         Shape parameter ``> 2`` (broadcastable); 3.7 is Fan and Li's default.
+    validate : bool
+        Check the arguments (default); ``False`` is the fast path for loops.
+
+    Returns
+    -------
+    tensor
+        The penalty of each entry: same shape, dtype and device as ``x``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.prox import scad_penalty
+    >>> scad_penalty(torch.tensor([0.5, 2.0, 5.0]), 1.0, 3.0)
+    tensor([0.5000, 1.7500, 2.0000])
     """
-    x = _input(x)
-    lam = _strength(lam, "lam", x)
-    a = _above(a, "a", x, 2, "2")
+    if validate:
+        x = _input(x)
+        lam = _strength(lam, "lam", x)
+        a = _above(a, "a", x, 2, "2")
     u = x.abs()
     mid = (2 * a * lam * u - u * u - lam**2) / (2 * (a - 1))
     return torch.where(u <= lam, lam * u, torch.where(u <= a * lam, mid, (a + 1) * lam**2 / 2))
 
 
-def prox_scad(x, lam, a=3.7, step=1.0) -> torch.Tensor:
+def prox_scad(x, lam, a=3.7, step=1.0, *, validate: bool = True) -> torch.Tensor:
     r"""Prox of :math:`\tau\operatorname{SCAD}_{\lambda,a}`, elementwise.
 
     .. math:: \operatorname{prox}(x)_i = \begin{cases}
@@ -324,14 +516,29 @@ def prox_scad(x, lam, a=3.7, step=1.0) -> torch.Tensor:
         convexity, without which the formula is not the minimizer).
     step : float or tensor
         Step :math:`\tau > 0`.
+    validate : bool
+        Check the arguments (default); ``False`` is the fast path for loops.
+
+    Returns
+    -------
+    tensor
+        Same shape, dtype and device as ``x``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.prox import prox_scad
+    >>> prox_scad(torch.tensor([0.5, 1.5, 2.5, 5.0]), 1.0, 3.0)
+    tensor([0.0000, 0.5000, 2.0000, 5.0000])
     """
-    x = _input(x)
-    lam = _strength(lam, "lam", x)
-    a = _above(a, "a", x, 2, "2")
-    step = _above(step, "step", x, 0, "0")
-    if bool((a <= 1 + step).any()):
-        raise ValueError("a must be > 1 + step (otherwise the prox objective is not "
-                         "strongly convex and this formula is not its minimizer)")
+    if validate:
+        x = _input(x)
+        lam = _strength(lam, "lam", x)
+        a = _above(a, "a", x, 2, "2")
+        step = _above(step, "step", x, 0, "0")
+        if bool((a <= 1 + step).any()):
+            raise ValueError("a must be > 1 + step (otherwise the prox objective is not "
+                             "strongly convex and this formula is not its minimizer)")
     u = x.abs()
     soft = torch.clamp(u - step * lam, min=0)
     c = step / (a - 1)  # the middle line, written so that a huge a cannot overflow
@@ -340,7 +547,7 @@ def prox_scad(x, lam, a=3.7, step=1.0) -> torch.Tensor:
     return torch.where(u <= a * lam, torch.sign(x) * v, x)
 
 
-def prox_l0(x, lam, step=1.0) -> torch.Tensor:
+def prox_l0(x, lam, step=1.0, *, validate: bool = True) -> torch.Tensor:
     r"""Prox of the counting penalty :math:`\tau\lambda\|v\|_0`: hard thresholding.
 
     .. math:: \operatorname{prox}(x)_i = \begin{cases}
@@ -361,8 +568,24 @@ def prox_l0(x, lam, step=1.0) -> torch.Tensor:
         Strength(s) ``>= 0``, broadcastable to the shape of ``x``.
     step : float or tensor
         Step :math:`\tau > 0`.
+    validate : bool
+        Check the arguments (default); ``False`` is the fast path for loops (``lam``
+        and ``step`` must then be tensors).
+
+    Returns
+    -------
+    tensor
+        Same shape, dtype and device as ``x``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.prox import prox_l0
+    >>> prox_l0(torch.tensor([-2.0, 0.5, 1.5]), 0.5)
+    tensor([-2.0000,  0.0000,  1.5000])
     """
-    x = _input(x)
-    lam = _strength(lam, "lam", x)
-    step = _above(step, "step", x, 0, "0")
-    return hard_threshold(x, torch.sqrt(2 * step) * torch.sqrt(lam))
+    if validate:
+        x = _input(x)
+        lam = _strength(lam, "lam", x)
+        step = _above(step, "step", x, 0, "0")
+    return hard_threshold(x, torch.sqrt(2 * step) * torch.sqrt(lam), validate=False)

@@ -22,12 +22,10 @@ Derivations: chapter 04.
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 
 from ._core import (
-    ConvergenceWarning,
     Info,
     as_float_tensor,
     check_data,
@@ -35,6 +33,10 @@ from ._core import (
     check_positive_int,
     check_strength,
     check_tol,
+    fista,
+    power_iteration,
+    soft,
+    warn_not_converged,
 )
 
 __all__ = [
@@ -55,12 +57,16 @@ _STALL = 30  # checks without a 1% better gap after which a column is considered
 
 # ----------------------------------------------------------------------------- validation
 
-def _default_tol(tol, X: torch.Tensor) -> float:
+def _tol(tol, X: torch.Tensor) -> float:
+    """The documented default: a relative duality gap of 1e-10 in float64, 1e-5 else."""
     return check_tol(tol, X.dtype, 1e-10, 1e-5)
 
 
 def _l1_ratio(l1_ratio) -> float:
-    r = float(l1_ratio)
+    try:
+        r = float(l1_ratio)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"l1_ratio must be a number in (0, 1], got {l1_ratio!r}") from err
     if not (0 < r <= 1):
         raise ValueError(f"l1_ratio must be in (0, 1], got {l1_ratio}")
     return r
@@ -83,10 +89,29 @@ def lambda_max(X, y, l1_ratio=1.0) -> torch.Tensor:
 
     (:math:`\rho` = ``l1_ratio``, 1 for the lasso). Zero solves the lasso exactly when
     :math:`\lambda \ge \lambda_{\max}`, because :math:`0 \in -X^\top y/n + \lambda\rho\,[-1, 1]^p`.
+    Cost: one product :math:`X^\top y`, :math:`2npk` flops. Derivation: chapter 04.
+
+    Parameters
+    ----------
+    X : tensor of shape (n, p)
+        Design matrix, finite, non-empty.
+    y : tensor of shape (n,) or (n, k)
+        Response(s), converted to ``X``'s dtype and device (mixed inputs follow ``X``).
+    l1_ratio : float
+        :math:`\rho \in (0, 1]`; 1 (default) is the lasso.
 
     Returns
     -------
-    tensor of shape () for ``y`` of shape (n,), (k,) for (n, k).
+    tensor of shape () for ``y`` of shape (n,), (k,) for (n, k)
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref import sparse
+    >>> X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    >>> y = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    >>> round(float(sparse.lambda_max(X, y)), 4)
+    1.6667
     """
     X, y = check_data(X, y)
     rho = _l1_ratio(l1_ratio)
@@ -132,11 +157,34 @@ def dual_point(X, y, w, lam, l1_ratio=1.0) -> torch.Tensor:
     with :math:`\lambda_1 = \lambda\rho`, :math:`\lambda_2 = \lambda(1-\rho)`. It satisfies
     the dual constraint :math:`\|X^\top\theta - \lambda_2 n\,w/s\|_\infty \le 1` (for the lasso
     simply :math:`\|X^\top\theta\|_\infty \le 1`) and equals :math:`r^\star/(n\lambda)` at the
-    optimum.
+    optimum. Cost: two products with :math:`X`. Derivation: chapter 04.
+
+    Parameters
+    ----------
+    X : tensor of shape (n, p)
+        Design matrix, finite, non-empty.
+    y : tensor of shape (n,) or (n, k)
+        Response(s), converted to ``X``'s dtype and device (mixed inputs follow ``X``).
+    w : tensor of shape (p,) or (p, k)
+        Coefficients (any point, not only a solution), like ``y``'s trailing shape.
+    lam : float
+        Strength ``> 0``.
+    l1_ratio : float
+        :math:`\rho \in (0, 1]`; 1 (default) is the lasso.
 
     Returns
     -------
     theta : tensor of shape (n,) or (n, k), like ``y``
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref import sparse
+    >>> X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    >>> y = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    >>> theta = sparse.dual_point(X, y, torch.zeros(2, dtype=torch.float64), 0.5)
+    >>> round(float((X.T @ theta).abs().max()), 4)  # dual feasible
+    1.0
     """
     X, Y, W, l1, l2, shape = _certificate_args(X, y, w, lam, l1_ratio)
     _, _, s, r = _primal_dual(X, Y, W, l1, l2)
@@ -154,11 +202,36 @@ def duality_gap(X, y, w, lam, l1_ratio=1.0) -> torch.Tensor:
 
     :math:`D` is the dual objective at :func:`dual_point` (the elastic net is a lasso on
     the augmented data :math:`[X; \sqrt{n\lambda_2}I]`, :math:`[y; 0]`), so
-    :math:`P(w) - P(w^\star) \le` gap, and the gap is 0 exactly at the optimum.
+    :math:`P(w) - P(w^\star) \le` gap, and the gap is 0 exactly at the optimum. Cost:
+    two products with :math:`X`. Derivation: chapter 04.
+
+    Parameters
+    ----------
+    X : tensor of shape (n, p)
+        Design matrix, finite, non-empty.
+    y : tensor of shape (n,) or (n, k)
+        Response(s), converted to ``X``'s dtype and device (mixed inputs follow ``X``).
+    w : tensor of shape (p,) or (p, k)
+        Coefficients (any point, not only a solution), like ``y``'s trailing shape.
+    lam : float
+        Strength ``> 0``.
+    l1_ratio : float
+        :math:`\rho \in (0, 1]`; 1 (default) is the lasso.
 
     Returns
     -------
     tensor of shape () or (k,)
+        The gap, absolute (divide by :math:`\|y\|^2/2n` for the solvers' relative scale).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref import sparse
+    >>> X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    >>> y = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    >>> w = sparse.lasso(X, y, 0.5)
+    >>> round(float(sparse.duality_gap(X, y, w, 0.5)), 10)
+    0.0
     """
     X, Y, W, l1, l2, shape = _certificate_args(X, y, w, lam, l1_ratio)
     primal, dual, _, _ = _primal_dual(X, Y, W, l1, l2)
@@ -171,11 +244,34 @@ def kkt_violation(X, y, w, lam, l1_ratio=1.0) -> torch.Tensor:
     With :math:`g = X^\top(y - Xw)/n - \lambda_2 w` (minus the smooth gradient), ``w`` is
     optimal iff :math:`g_j = \lambda_1\operatorname{sign}(w_j)` where :math:`w_j \ne 0` and
     :math:`|g_j| \le \lambda_1` where :math:`w_j = 0`. Returns
-    :math:`\max_j \operatorname{dist}(g_j, \lambda_1\partial|w_j|)`.
+    :math:`\max_j \operatorname{dist}(g_j, \lambda_1\partial|w_j|)`. Cost: two products
+    with :math:`X`. Derivation: chapter 04.
+
+    Parameters
+    ----------
+    X : tensor of shape (n, p)
+        Design matrix, finite, non-empty.
+    y : tensor of shape (n,) or (n, k)
+        Response(s), converted to ``X``'s dtype and device (mixed inputs follow ``X``).
+    w : tensor of shape (p,) or (p, k)
+        Coefficients (any point, not only a solution), like ``y``'s trailing shape.
+    lam : float
+        Strength ``> 0``.
+    l1_ratio : float
+        :math:`\rho \in (0, 1]`; 1 (default) is the lasso.
 
     Returns
     -------
     tensor of shape () or (k,)
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref import sparse
+    >>> X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    >>> y = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    >>> round(float(sparse.kkt_violation(X, y, torch.zeros(2, dtype=torch.float64), 0.5)), 4)
+    1.1667
     """
     X, Y, W, l1, l2, shape = _certificate_args(X, y, w, lam, l1_ratio)
     g = X.mT @ (Y - X @ W) / X.shape[0] - l2 * W
@@ -185,28 +281,15 @@ def kkt_violation(X, y, w, lam, l1_ratio=1.0) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- the solver
 
-def _soft(x, t):
-    return torch.sign(x) * torch.clamp(x.abs() - t, min=0)
-
-
-def _top_eigenvalue(apply, m: int, like: torch.Tensor, v: torch.Tensor | None = None,
-                    iters: int = 30):
-    """Largest eigenvalue of a PSD operator ``apply`` on R^m by power iteration, +5%.
-
-    Starts from ``v`` (to warm-start from a previous call) or from a ramp, which is not
-    orthogonal to the top eigenvector of a Gram matrix. Returns ``(eigenvalue, vector)``.
-    """
-    ramp = 1 + torch.arange(m, dtype=like.dtype, device=like.device) / (7.0 * m)
+def _lipschitz(H: torch.Tensor, v: torch.Tensor | None = None):
+    """Largest eigenvalue of the PSD matrix ``H`` by power iteration, plus 5% (a step of
+    ``1/L`` then stays stable); warm-started from ``v``, else from a ramp, which is not
+    orthogonal to the top eigenvector of a Gram matrix. Returns ``(L, vector)``."""
+    m = H.shape[0]
+    ramp = 1 + torch.arange(m, dtype=H.dtype, device=H.device) / (7.0 * m)
     v = ramp if v is None else v + 1e-3 * ramp / math.sqrt(m)
-    v = v / v.norm()
-    for _ in range(iters):
-        v = apply(v)
-        v = v / v.norm().clamp(min=torch.finfo(like.dtype).tiny)
-    return 1.05 * (v @ apply(v)).clamp(min=torch.finfo(like.dtype).tiny), v
-
-
-def _gram_gap(H, C, yy, W, l1, l2):
-    return _gram_gap_from(H @ W, C, yy, W, l1, l2)
+    top, v = power_iteration(H.__matmul__, v, 30 if v is ramp else 8)
+    return 1.05 * top.clamp(min=torch.finfo(H.dtype).tiny), v
 
 
 def _gram_gap_from(HW, C, yy, W, l1, l2):
@@ -229,38 +312,23 @@ def _gram_gap_from(HW, C, yy, W, l1, l2):
     return primal - dual
 
 
-def _fista(H, C, yy, W, l1, l2, target, max_iter, lip):
-    r"""Batched FISTA with gradient restart on :math:`\tfrac12 w^\top Hw - c^\top w + ...`.
-
-    Each column is one problem. Every ``_CHECK_EVERY`` steps the restricted gap of each
-    column is computed; columns below their ``target`` leave the batch, and so do columns
-    whose gap has not improved for ``_STALL`` checks (rounding stalls float32 on
-    ill-conditioned problems; the caller then reports the gap it reached).
-    Cost per step: one ``(m, m) @ (m, B)`` product.
+def _inner_solve(H, C, yy, W, l1, l2, target, max_iter, lip):
+    r"""Batched FISTA with restart (:func:`regref._core.fista`) on the elastic nets
+    restricted to a working set, in Gram form: :math:`\tfrac12 w^\top Hw - c^\top w
+    + \tfrac{\lambda_2}2\|w\|^2 + \lambda_1\|w\|_1` per column, stopped on the restricted
+    duality gap. Cost per step: one ``(m, m) @ (m, B)`` product. Returns ``(W, n_iter)``.
     """
-    step = 1 / (lip + l2)
-    live = torch.arange(W.shape[1], device=W.device)
-    Z, t, n_iter = W.clone(), torch.ones_like(l1), 0
-    best = torch.full_like(l1, torch.inf, dtype=torch.float64)
-    since = torch.zeros_like(l1, dtype=torch.long)  # checks since the best gap improved
-    while n_iter < max_iter and live.numel():
-        Cl, yl, l1l, l2l, sl = C[:, live], yy[live], l1[live], l2[live], step[live]
-        Wl, Zl, tl = W[:, live], Z[:, live], t[live]
-        for _ in range(_CHECK_EVERY):
-            W_new = _soft(Zl - sl * (H @ Zl - Cl + l2l * Zl), sl * l1l)
-            restart = ((Zl - W_new) * (W_new - Wl)).sum(0) > 0  # O'Donoghue & Candes
-            t_new = (1 + torch.sqrt(1 + 4 * tl * tl)) / 2
-            beta = torch.where(restart, 0.0, (tl - 1) / t_new)
-            tl = torch.where(restart, 1.0, t_new)
-            Zl = W_new + beta * (W_new - Wl)
-            Wl = W_new
-        n_iter += _CHECK_EVERY
-        gap = _gram_gap(H, Cl, yl, Wl, l1l, l2l)
-        W[:, live], Z[:, live], t[live] = Wl, Zl, tl
-        improved = gap < 0.99 * best[live]
-        best[live] = torch.where(improved, gap, best[live])
-        since[live] = torch.where(improved, 0, since[live] + 1)
-        live = live[(gap > target[live]) & (since[live] < _STALL)]
+    def gradient(Z):
+        return H @ Z - C + l2 * Z
+
+    def prox(V, step):
+        return soft(V, step * l1)
+
+    def gap(V):
+        return _gram_gap_from(H @ V, C, yy, V, l1, l2)
+
+    W, _, n_iter = fista(gradient, prox, gap, W, 1 / (lip + l2), target, max_iter,
+                         _CHECK_EVERY, _STALL)
     return W, n_iter
 
 
@@ -373,11 +441,10 @@ def _enet_columns(XT, C, yy, l1, l2, W, tol, max_iter, cache, H_full=None):
         # inner solves need not be much tighter than the current outer gap
         inner_target = torch.maximum(0.3 * gap, 0.5 * target[live])
         H = cache.gram(Si)
-        v0 = cache.v[Si] if cache.v is not None else None
-        lip, v = _top_eigenvalue(H.__matmul__, len(Si), H, v0, iters=30 if v0 is None else 8)
+        lip, v = _lipschitz(H, cache.v[Si] if cache.v is not None else None)
         cache.v = torch.zeros(p, dtype=H.dtype, device=H.device).index_copy_(0, Si, v)
-        WS, it = _fista(H, C[Si][:, live], yy[live], Wl[Si], l1l, l2l, inner_target,
-                        max_iter - n_iter, lip)
+        WS, it = _inner_solve(H, C[Si][:, live], yy[live], Wl[Si], l1l, l2l, inner_target,
+                              max_iter - n_iter, lip)
         n_iter += it
         Wl = torch.zeros_like(Wl)
         Wl[Si] = WS
@@ -442,9 +509,12 @@ def _path(X, y, lams, l1_ratio, tol, max_iter, batch_size):
     """Elastic-net path for every ``lams[l]`` and every column of ``y``: (L, p, k), Info."""
     n, p = X.shape
     Y = y.reshape(n, -1)
-    k = Y.shape[1]
-    tol = _default_tol(tol, X)
+    k, L = Y.shape[1], len(lams)
+    tol = _tol(tol, X)
     max_iter = check_positive_int(max_iter, "max_iter")
+    out = torch.zeros(L, p, k, dtype=X.dtype, device=X.device)
+    if k == 0:  # no targets: nothing to solve
+        return out, Info(n_iter=0, converged=True, certificate=0.0)
     C = X.mT @ Y / n
     yy = (Y * Y).sum(0) / (2 * n)
     H_full = _gram(X) / n if p <= n else None  # Gram mode: products are (p, p) @ (p, B)
@@ -452,10 +522,8 @@ def _path(X, y, lams, l1_ratio, tol, max_iter, batch_size):
     XT = X.mT.contiguous() if H_full is None else X.mT
     cache = _GramCache(XT, H_full)
     order = torch.argsort(lams, descending=True)  # solve from the sparsest end
-    L = len(lams)
     if batch_size is None:  # wide batches on a GPU or in Gram mode; warm starts pay on a CPU
         batch_size = L if (X.is_cuda or H_full is not None) else 10
-    out = torch.zeros(L, p, k, dtype=X.dtype, device=X.device)
     W_prev = torch.zeros(p, k, dtype=X.dtype, device=X.device)
     worst, n_iter = 0.0, 0
     for start in range(0, L, batch_size):
@@ -466,14 +534,18 @@ def _path(X, y, lams, l1_ratio, tol, max_iter, batch_size):
                                      lam_cols * (1 - l1_ratio), W_prev.repeat(1, b), tol,
                                      max_iter, cache, H_full)
         n_iter = max(n_iter, it)
-        worst = max(worst, float((gaps / yy.repeat(b).clamp(min=torch.finfo(X.dtype).tiny)).amax()))
+        # the certificate: the duality gap of the returned point, relative to P(0)
+        rel = gaps / yy.repeat(b).to(gaps.dtype).clamp(min=torch.finfo(X.dtype).tiny)
+        worst = max(worst, float(rel.amax()))
         out[chunk] = Wc.reshape(p, b, k).permute(1, 0, 2)
         W_prev = out[chunk[-1]]  # warm start for the next batch
     converged = worst <= tol
     if not converged:
-        warnings.warn(f"lasso path did not reach a relative duality gap of {tol:g} in "
-                      f"{max_iter} iterations (reached {worst:.3g}); increase max_iter",
-                      ConvergenceWarning, stacklevel=3)
+        why = (f"in {max_iter} proximal-gradient steps; increase max_iter"
+               if n_iter >= max_iter else
+               "before it stalled (rounding errors of the dtype; try float64 or a larger tol)")
+        warn_not_converged(f"lasso/elastic-net path did not reach a relative duality gap of "
+                           f"{tol:g} {why} (reached {worst:.3g})")
     return out, Info(n_iter=n_iter, converged=converged, certificate=worst)
 
 
@@ -509,26 +581,47 @@ def lasso_path(X, y, lams, *, tol=None, max_iter: int = 100_000, batch_size: int
     Parameters
     ----------
     X : tensor of shape (n, p)
+        Design matrix, finite, non-empty.
     y : tensor of shape (n,) or (n, k)
-        ``k`` independent targets (not the multi-task lasso).
+        ``k`` independent targets (not the multi-task lasso); ``k = 0`` gives an empty
+        result. Converted to ``X``'s dtype and device (mixed inputs follow ``X``).
     lams : tensor of shape (L,)
         Strengths ``> 0`` in any order; row ``l`` of the result is for ``lams[l]``.
     tol : float, optional
         Stop when every duality gap is ``<= tol * ||y||^2 / (2n)`` (the objective at 0).
-        Default ``1e-10`` in float64, ``1e-5`` in float32.
+        Default ``1e-10`` in float64, ``1e-5`` in other dtypes.
     max_iter : int
-        Budget of proximal-gradient steps per batch; exceeding it warns
-        :class:`regref.ConvergenceWarning`.
+        Budget of proximal-gradient (FISTA) steps per batch of strengths, summed over
+        the working sets (a positive int). Running out of it, or stalling on rounding
+        errors first, warns :class:`regref.ConvergenceWarning` (the message says which).
     batch_size : int, optional
         Strengths solved together. Default: all of them on a GPU or in Gram mode, else 10
         (on a CPU, warm starts between batches are worth more than wider products).
     return_info : bool
-        Also return :class:`regref.Info`; ``certificate`` is the largest relative duality
-        gap over the path and the targets, ``n_iter`` the most steps one batch took.
+        Also return :class:`regref.Info`: ``certificate`` is the largest relative duality
+        gap (gap over :math:`\|y\|^2/2n`) of the returned coefficients over the path and
+        the targets, ``converged`` is ``certificate <= tol``, and ``n_iter`` the most
+        FISTA steps one batch took.
 
     Returns
     -------
     W : tensor of shape (L, p) or (L, p, k)
+        Row ``l`` solves the lasso at ``lams[l]``.
+    info : regref.Info
+        Only with ``return_info=True``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref import sparse
+    >>> X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    >>> y = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    >>> W, info = sparse.lasso_path(X, y, [1.0, 0.1], return_info=True)
+    >>> torch.round(W, decimals=4)
+    tensor([[0.0000, 1.0000],
+            [0.9000, 1.9000]], dtype=torch.float64)
+    >>> info.converged
+    True
     """
     X, y = check_data(X, y)
     lams = check_strength(lams, "lams", X, positive=True, ndims=(1,))
@@ -547,12 +640,40 @@ def lasso(X, y, lam, *, tol=None, max_iter: int = 100_000, return_info: bool = F
 
     .. math:: \arg\min_w \tfrac1{2n}\|y - Xw\|_2^2 + \lambda\|w\|_1
 
-    Matches scikit-learn ``Lasso(alpha=lam, fit_intercept=False)``. ``tol`` is relative
-    to :math:`\|y\|^2/2n`; ``return_info`` gives the relative duality gap as certificate.
+    Matches scikit-learn ``Lasso(alpha=lam, fit_intercept=False)``. Derivation and
+    cost: chapter 04 and :func:`lasso_path`.
+
+    Parameters
+    ----------
+    X : tensor of shape (n, p)
+        Design matrix, finite, non-empty.
+    y : tensor of shape (n,) or (n, k)
+        Response(s), converted to ``X``'s dtype and device (mixed inputs follow ``X``).
+    lam : float
+        Strength ``> 0``.
+    tol : float, optional
+        Relative duality gap to reach (gap over :math:`\|y\|^2/2n`); default ``1e-10`` in
+        float64, ``1e-5`` in other dtypes.
+    max_iter : int
+        Budget of FISTA steps, as in :func:`lasso_path`.
+    return_info : bool
+        Also return :class:`regref.Info` (certificate: the relative duality gap of ``w``;
+        ``converged`` is ``certificate <= tol``).
 
     Returns
     -------
     w : tensor of shape (p,) or (p, k)
+    info : regref.Info
+        Only with ``return_info=True``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref import sparse
+    >>> X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    >>> y = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    >>> torch.round(sparse.lasso(X, y, 0.1), decimals=4)
+    tensor([0.9000, 1.9000], dtype=torch.float64)
     """
     X, y = check_data(X, y)
     lam = check_strength(lam, "lam", X, positive=True).reshape(1)
@@ -570,11 +691,37 @@ def elastic_net(X, y, lam, l1_ratio=0.5, *, tol=None, max_iter: int = 100_000,
     Matches scikit-learn ``ElasticNet(alpha=lam, l1_ratio=l1_ratio, fit_intercept=False)``.
     The quadratic term is part of the smooth part (its Lipschitz constant adds
     :math:`\lambda(1-\rho)`), and the certificate is the duality gap of the equivalent lasso
-    on :math:`[X; \sqrt{n\lambda(1-\rho)}I]`.
+    on :math:`[X; \sqrt{n\lambda(1-\rho)}I]`. Derivation and cost: chapter 04 and
+    :func:`lasso_path`.
+
+    Parameters
+    ----------
+    X : tensor of shape (n, p)
+        Design matrix, finite, non-empty.
+    y : tensor of shape (n,) or (n, k)
+        Response(s), converted to ``X``'s dtype and device (mixed inputs follow ``X``).
+    lam : float
+        Strength ``> 0``.
+    l1_ratio : float
+        :math:`\rho \in (0, 1]`; 1 is the lasso.
+    tol, max_iter, return_info
+        As in :func:`lasso`; the certificate is the relative duality gap of the
+        equivalent lasso.
 
     Returns
     -------
     w : tensor of shape (p,) or (p, k)
+    info : regref.Info
+        Only with ``return_info=True``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref import sparse
+    >>> X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    >>> y = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    >>> torch.round(sparse.elastic_net(X, y, 0.1, 0.5), decimals=4)
+    tensor([0.9462, 1.8157], dtype=torch.float64)
     """
     X, y = check_data(X, y)
     lam = check_strength(lam, "lam", X, positive=True).reshape(1)
@@ -587,8 +734,12 @@ def _groups(groups, p: int, X: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Validate a partition of ``range(p)``; return the group id of every feature."""
     try:
         parts = [[int(j) for j in g] for g in groups]
-    except TypeError as err:
+        exact = all(j == k for g, part in zip(groups, parts, strict=True)
+                    for j, k in zip(g, part, strict=True))
+    except (TypeError, ValueError) as err:
         raise ValueError("groups must be a list of lists of feature indices") from err
+    if not exact:
+        raise ValueError("groups must hold integer feature indices, got a non-integer one")
     if any(len(g) == 0 for g in parts):
         raise ValueError("groups must not contain an empty group")
     flat = [j for g in parts for j in g]
@@ -623,12 +774,14 @@ def group_lasso(X, y, lam, groups, *, weights=None, tol=None, max_iter: int = 10
     when :math:`P(w) - D(\theta) \le` ``tol`` :math:`\cdot\|y\|^2/2n` for every target,
     checked every 10 steps. Cost per step: :math:`p^2k` with the Gram matrix
     (:math:`p \le n`), else :math:`2npk`. :math:`w = 0` is optimal iff
-    :math:`\lambda \ge \max_g \|X_g^\top y\|/(n\omega_g)`.
+    :math:`\lambda \ge \max_g \|X_g^\top y\|/(n\omega_g)`. Derivation: chapter 04.
 
     Parameters
     ----------
     X : tensor of shape (n, p)
+        Design matrix, finite, non-empty.
     y : tensor of shape (n,) or (n, k)
+        Response(s), converted to ``X``'s dtype and device (mixed inputs follow ``X``).
     lam : float
         Strength ``> 0``.
     groups : list of lists of int
@@ -636,11 +789,23 @@ def group_lasso(X, y, lam, groups, *, weights=None, tol=None, max_iter: int = 10
     weights : tensor of shape (G,), optional
         :math:`\omega_g > 0`; default :math:`\sqrt{|g|}`.
     tol, max_iter, return_info
-        As in :func:`lasso_path`; the certificate is the largest relative duality gap.
+        As in :func:`lasso_path` (``max_iter`` counts FISTA steps); the certificate is the
+        largest relative duality gap of the returned ``w`` over the targets.
 
     Returns
     -------
     w : tensor of shape (p,) or (p, k)
+    info : regref.Info
+        Only with ``return_info=True``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref import sparse
+    >>> X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    >>> y = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    >>> torch.round(sparse.group_lasso(X, y, 0.1, [[0, 1]]), decimals=4)
+    tensor([0.9891, 1.8191], dtype=torch.float64)
     """
     X, y = check_data(X, y)
     n, p = X.shape
@@ -653,19 +818,26 @@ def group_lasso(X, y, lam, groups, *, weights=None, tol=None, max_iter: int = 10
         if len(weights) != n_groups:
             raise ValueError(f"weights must have one entry per group ({n_groups}), "
                              f"got {len(weights)}")
-    tol, max_iter = _default_tol(tol, X), check_positive_int(max_iter, "max_iter")
+    tol, max_iter = _tol(tol, X), check_positive_int(max_iter, "max_iter")
     Y = y.reshape(n, -1)
+    if Y.shape[1] == 0:  # no targets: nothing to solve
+        W = X.new_zeros((p,) + tuple(y.shape[1:]))
+        return (W, Info(n_iter=0, converged=True, certificate=0.0)) if return_info else W
     H = _gram(X) / n if p <= n else None
     C = X.mT @ Y / n
     yy = (Y * Y).sum(0) / (2 * n)
+    tiny = torch.finfo(X.dtype).tiny
+    wcol = weights[:, None]
 
     def gram_apply(V):  # X^T X V / n
         return H @ V if H is not None else X.mT @ (X @ V) / n
 
-    step = 1 / _top_eigenvalue(gram_apply, p, X)[0]
-    thresh = (step * lam * weights)[:, None]
-    wcol = weights[:, None]
-    tiny = torch.finfo(X.dtype).tiny
+    def gradient(V):  # of the squared loss, X^T (X V - Y) / n
+        return gram_apply(V) - C
+
+    def prox(V, step):  # block soft thresholding, group by group
+        norms = _group_norms(V, gid, n_groups).clamp(min=tiny)
+        return torch.clamp(1 - step * lam * wcol / norms, min=0)[gid] * V
 
     def gaps(V):
         R = Y - X @ V
@@ -674,26 +846,18 @@ def group_lasso(X, y, lam, groups, *, weights=None, tol=None, max_iter: int = 10
         dual = yy - ((Y - lam / s * R) ** 2).sum(0) / (2 * n)
         return primal - dual
 
-    W = torch.zeros(p, Y.shape[1], dtype=X.dtype, device=X.device)
-    Z, t, n_iter = W.clone(), torch.ones_like(yy), 0
-    target = tol * yy.clamp(min=tiny)
-    g = gaps(W)
-    while bool((g > target).any()) and n_iter < max_iter:
-        for _ in range(_CHECK_EVERY):
-            V = Z - step * (gram_apply(Z) - C)
-            scale = torch.clamp(1 - thresh / _group_norms(V, gid, n_groups).clamp(min=tiny), min=0)
-            W_new = scale[gid] * V
-            restart = ((Z - W_new) * (W_new - W)).sum(0) > 0  # gradient restart
-            t_new = (1 + torch.sqrt(1 + 4 * t * t)) / 2
-            Z = W_new + torch.where(restart, 0.0, (t - 1) / t_new) * (W_new - W)
-            W, t = W_new, torch.where(restart, 1.0, t_new)
-        n_iter += _CHECK_EVERY
-        g = gaps(W)
+    ramp = 1 + torch.arange(p, dtype=X.dtype, device=X.device) / (7.0 * p)
+    step = 1 / (1.05 * power_iteration(gram_apply, ramp, 30)[0])
+    W0 = torch.zeros(p, Y.shape[1], dtype=X.dtype, device=X.device)
+    W, g, n_iter = fista(gradient, prox, gaps, W0, step, tol * yy.clamp(min=tiny), max_iter,
+                         _CHECK_EVERY, _STALL)
     rel = float((g / yy.clamp(min=tiny)).amax())
-    converged = bool((g <= target).all())
+    converged = rel <= tol
     if not converged:
-        warnings.warn(f"group_lasso did not reach a relative duality gap of {tol:g} in "
-                      f"{max_iter} iterations (reached {rel:.3g}); increase max_iter",
-                      ConvergenceWarning, stacklevel=2)
+        why = (f"in {max_iter} proximal-gradient steps; increase max_iter"
+               if n_iter >= max_iter else
+               "before it stalled (rounding errors of the dtype; try float64 or a larger tol)")
+        warn_not_converged(f"group_lasso did not reach a relative duality gap of {tol:g} "
+                           f"{why} (reached {rel:.3g})")
     W = W.reshape((p,) + tuple(y.shape[1:]))
     return (W, Info(n_iter=n_iter, converged=converged, certificate=rel)) if return_info else W

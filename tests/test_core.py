@@ -38,12 +38,15 @@ def test_public_names_are_the_core_ones():
     assert regref.ConvergenceWarning is ConvergenceWarning
 
 
-def test_convergence_warning_is_a_user_warning():
+def test_warn_not_converged_points_at_the_caller():
+    from regref._core import warn_not_converged
+
     assert issubclass(ConvergenceWarning, UserWarning)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        warnings.warn("stopped at max_iter", ConvergenceWarning, stacklevel=1)
-    assert len(caught) == 1 and issubclass(caught[0].category, UserWarning)
+        warn_not_converged("stopped at max_iter")
+    assert len(caught) == 1 and caught[0].category is ConvergenceWarning
+    assert caught[0].filename == __file__  # this test, not regref/_core.py
 
 
 # --- as_float_tensor -------------------------------------------------------------------
@@ -208,3 +211,95 @@ def test_check_tol_defaults_by_dtype_and_rejects_nonpositive():
     assert check_loop_options(None, 100, 10, torch.float64, 1e-9, 1e-5) == (1e-9, 100, 10)
     with pytest.raises(ValueError, match="check_every"):
         check_loop_options(None, 100, 0, torch.float64, 1e-9, 1e-5)
+
+
+# --- the shared algorithms: soft thresholding, power iteration, FISTA ----------------------
+
+
+def test_soft_is_the_validated_soft_threshold():
+    from regref._core import soft
+
+    x = torch.linspace(-3, 3, 13, dtype=torch.float64)
+    expected = torch.sign(x) * torch.clamp(x.abs() - 1.25, min=0)
+    assert torch.equal(soft(x, 1.25), expected)
+    assert torch.equal(regref.prox.soft_threshold(x, 1.25), expected)
+
+
+def test_power_iteration_batched_top_eigenvalue():
+    from regref._core import power_iteration
+
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(3, 8, 8, generator=g, dtype=torch.float64)
+    S = A @ A.mT  # three PSD matrices
+    top, v = power_iteration(lambda V: (S @ V[..., None])[..., 0],
+                             torch.ones(3, 8, dtype=torch.float64), 500)
+    exact = torch.linalg.eigvalsh(S)[:, -1]
+    # the Rayleigh quotient is a lower bound; after 500 steps it is exact to rounding
+    assert torch.all(top <= exact * (1 + 1e-12))
+    torch.testing.assert_close(top, exact, rtol=1e-8, atol=0)
+    torch.testing.assert_close(v.norm(dim=-1), torch.ones(3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("bad", [True, 1.5, 10.0, float("inf"), float("nan"), 0, -3, None])
+def test_check_positive_int_rejects_non_integers(bad):
+    from regref._core import check_positive_int
+
+    with pytest.raises(ValueError, match="max_iter"):
+        check_positive_int(bad, "max_iter")
+
+
+def _lasso_closures(X, y, lam):
+    """gradient, prox and duality gap of (1/2n)||y - Xw||^2 + lam ||w||_1, batched columns."""
+    n = X.shape[0]
+
+    def gradient(W):
+        return X.mT @ (X @ W - y[:, None]) / n
+
+    def prox(V, step):
+        return torch.sign(V) * torch.clamp(V.abs() - step * lam, min=0)
+
+    def gap(W):
+        r = y[:, None] - X @ W
+        s = torch.clamp((X.mT @ r / n).abs().amax(0), min=lam)
+        primal = (r * r).sum(0) / (2 * n) + lam * W.abs().sum(0)
+        dual = ((y * y).sum() - ((y[:, None] - lam / s * r) ** 2).sum(0)) / (2 * n)
+        return primal - dual
+
+    return gradient, prox, gap
+
+
+def test_fista_kernel_runs_from_its_own_source_and_solves_the_lasso():
+    from conftest import load_kernel
+
+    from regref import sparse
+    from regref._core import fista
+
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(40, 15, generator=g, dtype=torch.float64)
+    y = X[:, :3] @ torch.tensor([2.0, -1.0, 1.5], dtype=torch.float64) \
+        + 0.3 * torch.randn(40, generator=g, dtype=torch.float64)
+    lam = 0.1 * float(sparse.lambda_max(X, y))
+    P0 = float((y * y).sum() / 80)
+    step = 1 / float(torch.linalg.matrix_norm(X, 2) ** 2 / 40)
+    kernel = load_kernel(fista)  # only torch and math in its namespace
+    W, gaps, n_iter = kernel(*_lasso_closures(X, y, lam), torch.zeros(15, 1, dtype=X.dtype),
+                             step, torch.tensor([1e-12 * P0], dtype=X.dtype), 10_000)
+    assert gaps.shape == (1,) and 0 <= float(gaps[0]) <= 1e-12 * P0 and n_iter % 10 == 0
+    ref = sparse.lasso(X, y, lam)
+    # both within a relative gap of 1e-10 or less: coefficients agree to about 1e-6
+    assert float((W[:, 0] - ref).norm() / ref.norm()) < 1e-6
+    assert float(sparse.duality_gap(X, y, W[:, 0], lam)) <= 1e-12 * P0 + 1e-15
+
+
+def test_fista_stops_at_max_iter_and_reports_the_gap_of_the_returned_point():
+    from regref._core import fista
+
+    g = torch.Generator().manual_seed(4)
+    X = torch.randn(30, 60, generator=g, dtype=torch.float64)
+    y = torch.randn(30, generator=g, dtype=torch.float64)
+    gradient, prox, gap = _lasso_closures(X, y, 0.01)
+    step = 1 / float(torch.linalg.matrix_norm(X, 2) ** 2 / 30)
+    W, gaps, n_iter = fista(gradient, prox, gap, torch.zeros(60, 1, dtype=X.dtype), step,
+                            torch.tensor([0.0], dtype=X.dtype), 20)
+    assert n_iter == 20 and float(gaps[0]) > 0
+    assert torch.equal(gaps, gap(W))

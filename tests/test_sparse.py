@@ -797,6 +797,28 @@ BAD = {
     "kkt-l1_ratio": (lambda: sparse.kkt_violation(X0, y0, w0, 0.1, 0.0), "l1_ratio"),
     "dual-w-inf": (lambda: sparse.dual_point(X0, y0, _with(w0, 1, INF), 0.1), "w"),
     "dual-X-3d": (lambda: sparse.dual_point(X0[None], y0, w0, 0.1), "X"),
+    "lasso-max_iter-inf": (lambda: sparse.lasso(X0, y0, 0.1, max_iter=INF), "max_iter"),
+    "lasso-max_iter-float": (lambda: sparse.lasso(X0, y0, 0.1, max_iter=1.5), "max_iter"),
+    "lasso-max_iter-bool": (lambda: sparse.lasso(X0, y0, 0.1, max_iter=True), "max_iter"),
+    "lasso-max_iter-zero": (lambda: sparse.lasso(X0, y0, 0.1, max_iter=0), "max_iter"),
+    "path-max_iter-nan": (lambda: sparse.lasso_path(X0, y0, [0.1], max_iter=NAN), "max_iter"),
+    "group-max_iter-inf": (lambda: sparse.group_lasso(X0, y0, 0.1, G0, max_iter=INF),
+                           "max_iter"),
+    "enet-max_iter-float": (lambda: sparse.elastic_net(X0, y0, 0.1, max_iter=10.0),
+                            "max_iter"),
+    "lasso-tol-str": (lambda: sparse.lasso(X0, y0, 0.1, tol="x"), "tol"),
+    "lasso-tol-neg": (lambda: sparse.lasso(X0, y0, 0.1, tol=-1e-6), "tol"),
+    "path-tol-inf": (lambda: sparse.lasso_path(X0, y0, [0.1], tol=INF), "tol"),
+    "group-tol-zero": (lambda: sparse.group_lasso(X0, y0, 0.1, G0, tol=0.0), "tol"),
+    "enet-l1_ratio-str": (lambda: sparse.elastic_net(X0, y0, 0.1, "a"), "l1_ratio"),
+    "path-batch_size-0": (lambda: sparse.lasso_path(X0, y0, [0.1], batch_size=0),
+                          "batch_size"),
+    "path-batch_size-float": (lambda: sparse.lasso_path(X0, y0, [0.1], batch_size=2.0),
+                              "batch_size"),
+    "group-float-index": (lambda: sparse.group_lasso(X0, y0, 0.1, [[0.7, 1], [2, 3, 4]]),
+                          "groups"),
+    "group-str-index": (lambda: sparse.group_lasso(X0, y0, 0.1, [["a", 1], [2, 3, 4]]),
+                        "groups"),
 }
 
 
@@ -807,7 +829,114 @@ def test_bad_input_raises_value_error_naming_the_argument(name):
         call()
 
 
-# --- 9. GPU ----------------------------------------------------------------------------------
+def test_zero_targets_give_empty_results():
+    # was: RuntimeError from amax() on an empty tensor
+    Y = torch.zeros(8, 0, dtype=torch.float64)
+    W, info = sparse.lasso_path(X0, Y, [0.1, 0.2], return_info=True)
+    assert W.shape == (2, 5, 0) and info == Info(n_iter=0, converged=True, certificate=0.0)
+    assert sparse.lasso(X0, Y, 0.1).shape == (5, 0)
+    assert sparse.elastic_net(X0, Y, 0.1, 0.5).shape == (5, 0)
+    assert sparse.group_lasso(X0, Y, 0.1, G0).shape == (5, 0)
+    assert sparse.lambda_max(X0, Y).shape == (0,)
+    assert sparse.duality_gap(X0, Y, torch.zeros(5, 0, dtype=torch.float64), 0.1).shape == (0,)
+
+
+# --- 9. certificates recomputed: converged == (certificate <= tol), at the returned point ----
+
+
+def _group_rel_gap(X, y, w, lam):
+    return group_gap_np(X, y, w, lam, GROUPS_C, default_weights(GROUPS_C)) / P0_np(y)
+
+
+GROUPS_C = [[j, j + 15] for j in range(15)]
+CERTIFIED = {
+    "lasso": (lambda X, y, lam, **kw: sparse.lasso(X, y, lam, **kw),
+              lambda X, y, w, lam: gap_np(X, y, w, lam) / P0_np(y)),
+    "elastic_net": (lambda X, y, lam, **kw: sparse.elastic_net(X, y, lam, 0.7, **kw),
+                    lambda X, y, w, lam: gap_np(X, y, w, lam, 0.7) / P0_np(y)),
+    "lasso_path": (lambda X, y, lam, **kw: sparse.lasso_path(X, y, [lam, 3 * lam], **kw),
+                   lambda X, y, W, lam: max(gap_np(X, y, W[0], lam),
+                                            gap_np(X, y, W[1], 3 * lam)) / P0_np(y)),
+    "group_lasso": (lambda X, y, lam, **kw: sparse.group_lasso(X, y, lam, GROUPS_C, **kw),
+                    _group_rel_gap),
+}
+
+
+@pytest.mark.parametrize("name", CERTIFIED)
+@pytest.mark.parametrize("tol_, max_iter", [(None, 100_000), (1e-6, 100_000), (1e-14, 10)],
+                         ids=["default", "loose", "unreachable"])
+def test_certificate_is_recomputed_at_the_returned_point(rng, name, tol_, max_iter):
+    X, y = problem(rng, 25, 30, 0.6)
+    lam = 0.05 * float(lam_max_np(X, y))
+    solve, rel_gap = CERTIFIED[name]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        w, info = solve(X, y, lam, tol=tol_, max_iter=max_iter, return_info=True)
+    tol_used = DEFAULT_TOL[torch.float64] if tol_ is None else tol_
+    assert info.converged == (info.certificate <= tol_used)
+    assert bool(caught) == (not info.converged)
+    # the certificate is the relative gap of what was returned (numpy, independent)
+    assert abs(info.certificate - rel_gap(X, y, w, lam)) <= tol(torch.float64)
+    assert info.converged == (tol_ != 1e-14)  # the unreachable one does not converge
+
+
+@pytest.mark.parametrize("name", SOLVERS)
+def test_warning_points_at_the_callers_line(name):
+    X, y, lam = _hard()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        SOLVERS[name](X, y, lam, max_iter=10)
+    msgs = [c for c in caught if issubclass(c.category, regref.ConvergenceWarning)]
+    assert len(msgs) == 1 and msgs[0].filename == __file__
+    assert "increase max_iter" in str(msgs[0].message)  # it ran out of steps
+
+
+def test_stall_is_not_reported_as_a_budget_problem():
+    # float32 on nearly collinear columns at a relative gap below float32 rounding: the
+    # solver stops on a stall long before max_iter, and must not say "increase max_iter"
+    X, y, lam = _hard()
+    Xf, yf = torch.as_tensor(X).float(), torch.as_tensor(y).float()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, info = sparse.lasso(Xf, yf, lam, tol=1e-12, return_info=True)
+    assert not info.converged and info.n_iter < 100_000
+    msg = str(caught[-1].message)
+    assert "stalled" in msg and "increase max_iter" not in msg
+
+
+def test_documented_default_tol_is_pinned():
+    # the default is part of the API: 1e-10 (float64) and 1e-5 (float32), relative to P(0).
+    # An unreachable budget makes the solver report the tolerance it aimed at.
+    X, y, lam = _hard()
+    for dtype, text in ((torch.float64, "1e-10"), (torch.float32, "1e-05")):
+        Xt, yt = torch.as_tensor(X).to(dtype), torch.as_tensor(y).to(dtype)
+        with pytest.warns(regref.ConvergenceWarning, match=f"gap of {text} "):
+            sparse.lasso(Xt, yt, lam, max_iter=10)
+        with pytest.warns(regref.ConvergenceWarning, match=f"gap of {text} "):
+            sparse.group_lasso(Xt, yt, lam, [[j] for j in range(90)], max_iter=10)
+    # and at the default, the float64 certificate meets 1e-10 but not 1e-12 on this problem
+    X, y = problem(np.random.default_rng(1), 40, 60, 0.5)
+    lam = 0.05 * float(lam_max_np(X, y))
+    _, info = sparse.lasso(X, y, lam, return_info=True)
+    _, tight = sparse.lasso(X, y, lam, tol=1e-14, return_info=True)
+    assert info.certificate <= 1e-10 and tight.certificate <= 1e-14
+
+
+# --- 10. GPU ---------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+def test_cuda_group_lasso_matches_cpu(rng):
+    X, y = problem(rng, 60, 40, 0.5)
+    groups = partition(rng, 40)
+    lam = 0.2 * group_lam_max_np(X, y, groups, default_weights(groups))
+    cpu = sparse.group_lasso(torch.as_tensor(X), torch.as_tensor(y), lam, groups)
+    gpu, info = sparse.group_lasso(torch.as_tensor(X).cuda(), torch.as_tensor(y).cuda(), lam,
+                                   groups, return_info=True)
+    assert gpu.is_cuda and info.converged
+    assert rel_err(gpu.cpu(), cpu) < 2e-7
+    check_against_cvxpy(X, y, gpu.cpu(), lam, groups, default_weights(groups), torch.float64)
+
 
 
 @pytest.mark.gpu
