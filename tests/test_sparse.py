@@ -217,7 +217,7 @@ def slack(dtype, P0):
 def check_against_sklearn(X, y, w, lam, rho, dtype):
     """Coefficients and objective of regref's ``w`` vs scikit-learn on the same numbers.
 
-    float64: DESIGN's promise, 1e-8 relative. float32: the default stops at a relative gap
+    float64: the documented promise, 1e-8 relative. float32: the default stops at a relative gap
     of 1e-5, which bounds the coefficient error only through quadratic growth (module
     docstring), about sqrt(1e-5) ||y|| / sigma_min: 2 to 4 digits, not a fixed number.
     """
