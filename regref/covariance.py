@@ -72,6 +72,7 @@ def _check_covariance(S, name: str = "S") -> torch.Tensor:
         return S
     check_symmetric(S, name)
     check_finite(S, name)
+    S = (S + S.mT) / 2  # exactly symmetric (a product X^T X may not be), so is every iterate
     diag = S.diagonal(dim1=-2, dim2=-1)
     if bool((diag <= 0).any()):
         raise ValueError(f"{name} must have a positive diagonal (a variable with zero variance "

@@ -550,3 +550,15 @@ def test_cuda_matches_cpu(rng):
         gpu = covariance.graphical_lasso(St.cuda(), 0.2)
         assert gpu.is_cuda and gpu.dtype == dtype
         assert float((gpu.cpu() - cpu).abs().max()) <= rtol * float(cpu.abs().max())
+
+
+@pytest.mark.gpu
+def test_cuda_mtp2_and_path_match_cpu(rng):
+    S, _ = mtp2_problem(rng)
+    St = torch.as_tensor(S)
+    cpu = covariance.mtp2_precision(St, 0.05, n_stages=2)
+    gpu = covariance.mtp2_precision(St.cuda(), 0.05, n_stages=2)
+    assert gpu.is_cuda and float((gpu.cpu() - cpu).abs().max()) <= 1e-7 * float(cpu.abs().max())
+    cpu_p = covariance.graphical_lasso_path(St, [0.05, 0.2])
+    gpu_p = covariance.graphical_lasso_path(St.cuda(), [0.05, 0.2])
+    assert float((gpu_p.cpu() - cpu_p).abs().max()) <= 1e-7 * float(cpu_p.abs().max())
