@@ -228,7 +228,7 @@ def duality_gap(S, Theta, lam) -> torch.Tensor:
 # ----------------------------------------------------------------------------- the core
 
 def _prox_newton_step(S, Lam, Theta, nonpos=False, max_inner=2000, inner_rtol=1e-3):
-    r"""One proximal Newton step on a batch of graphical lassos: the part to copy.
+    r"""One proximal Newton step on a batch of graphical lassos. The part to copy.
 
     Objective, for ``S``, ``Lam`` (weights, zero diagonal) and ``Theta`` of shape (K, m, m):
     :math:`P(\Theta) = -\log\det\Theta + \operatorname{tr}(S\Theta) + \sum_{ij}\Lambda_{ij}
