@@ -55,7 +55,7 @@ __all__ = [
 
 _POLISH_GAP = 1e-3  # relative gap below which the support is trusted for a Newton polish
 _MAX_BACKTRACK = 60  # halvings of a step before giving up
-_STALL = 5  # Newton steps without a 10% smaller gap after which a problem stops (rounding floor)
+_STALL = 5  # Newton steps near the optimum without a 10% smaller gap: the rounding floor
 
 
 # ----------------------------------------------------------------------------- validation
@@ -316,7 +316,9 @@ def _newton(S, Lam, Theta, tol, max_iter, nonpos=False):
             Theta[live] = torch.where(better[:, None, None], polished, Theta[live])
             g = torch.where(better, g_pol, g)
         gap[live] = g
-        improved = (g < 0.9 * best[live]) | ~torch.isfinite(g)
+        # the gap need not decrease monotonically far from the optimum (the objective does):
+        # only count a stall near the optimum, where the rounding floor is the limit
+        improved = (g < 0.9 * best[live]) | ~torch.isfinite(g) | (g > _POLISH_GAP * m)
         best[live] = torch.where(improved, g, best[live])
         since[live] = torch.where(improved, 0, since[live] + 1)
         keep = (g > tol * m) & (since[live] < _STALL)

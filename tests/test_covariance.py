@@ -562,3 +562,23 @@ def test_cuda_mtp2_and_path_match_cpu(rng):
     cpu_p = covariance.graphical_lasso_path(St, [0.05, 0.2])
     gpu_p = covariance.graphical_lasso_path(St.cuda(), [0.05, 0.2])
     assert float((gpu_p.cpu() - cpu_p).abs().max()) <= 1e-7 * float(cpu_p.abs().max())
+
+
+def test_non_monotone_gap_far_from_the_optimum_is_not_a_stall():
+    """A ring with strong edges: the gap rises from 4.3 to 14 after the first step, then
+    falls; it once tripped the rounding-floor rule and stopped at a relative gap of 0.29."""
+    p, w = 15, 0.45
+    Theta = torch.eye(p, dtype=torch.float64)
+    for i in range(p):
+        Theta[i, (i + 1) % p] = Theta[(i + 1) % p, i] = -w
+    L = torch.linalg.cholesky(Theta)
+    gen = torch.Generator().manual_seed(6)
+    for b in range(16):
+        n = 200 if b < 8 else 400
+        Z = torch.randn(n, p, generator=gen, dtype=torch.float64)
+        X = torch.linalg.solve_triangular(L.mT, Z.mT, upper=True).mT
+    S = (X.mT @ X / n).numpy()
+    lam = 4.0 * math.sqrt(math.log(p) / n)
+    T, info = covariance.graphical_lasso(S, lam, return_info=True)
+    gap = np_gap(S, T.numpy(), lam)
+    assert info.converged and gap <= 1e-12 * p and info.n_iter > 5
