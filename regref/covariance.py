@@ -15,22 +15,22 @@ Both are solved by one batched core, a proximal Newton method (each step minimiz
 quadratic model of the log-det term plus the penalty, by FISTA on matrix products) with
 a Cholesky line search that keeps every iterate positive definite. Every solve is
 certified by the **duality gap** against the box-constrained log-det dual
-:math:`\max\{\log\det(S + U) + p\}` (:func:`duality_gap`); ``tol`` is relative to
-:math:`p`, the value of :math:`\operatorname{tr}(S\Theta^\star) + \lambda\|\Theta^\star\|_{1,
-\text{off}}` at the optimum. The graphical lasso first splits the problem into the
-connected components of :math:`\{|S_{ij}| > \lambda\}`, whose blocks are solved
-independently, all blocks of one size in one batched pass. Derivations: chapter 06.
+:math:`\max\{\log\det(S + U) + p\}` (:func:`duality_gap`); the certificate a solver
+reports is the relative gap, gap / :math:`p` (:math:`p` is the value of
+:math:`\operatorname{tr}(S\Theta^\star) + \lambda\|\Theta^\star\|_{1,\text{off}}` at the
+optimum), and ``converged`` means certificate :math:`\le` ``tol``. The graphical lasso
+first splits the problem into the connected components of
+:math:`\{|S_{ij}| > \lambda\}`, whose blocks are solved independently, all blocks of
+one size in one batched pass. Derivations: chapter 06.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 
 from ._core import (
-    ConvergenceWarning,
     Info,
     as_float_tensor,
     check_finite,
@@ -40,6 +40,7 @@ from ._core import (
     check_strength,
     check_symmetric,
     check_tol,
+    warn_not_converged,
 )
 
 __all__ = [
@@ -54,22 +55,24 @@ __all__ = [
 
 _POLISH_GAP = 1e-3  # relative gap below which the support is trusted for a Newton polish
 _MAX_BACKTRACK = 60  # halvings of a step before giving up
-_STALL = 5  # Newton steps without a 10% smaller gap after which a problem stops (rounding floor)
+_STALL = 5  # Newton steps near the optimum without a 10% smaller gap: the rounding floor
 
 
 # ----------------------------------------------------------------------------- validation
 
-def _default_tol(tol, S: torch.Tensor) -> float:
-    return check_tol(tol, S.dtype, 1e-12, 1e-5)
-
-
 def _check_covariance(S, name: str = "S") -> torch.Tensor:
     """A finite symmetric PSD matrix (p, p) or batch (B, p, p) with a positive diagonal."""
     S = check_ndim(as_float_tensor(S, name), name, (2, 3))
+    if S.shape[-1] != S.shape[-2]:
+        raise ValueError(f"{name} must be a square matrix, got shape {tuple(S.shape)}")
     if S.shape[-1] == 0:
-        raise ValueError(f"{name} must be non-empty, got shape {tuple(S.shape)}")
-    check_finite(S, name)
+        raise ValueError(f"{name} must have at least one variable, got shape "
+                         f"{tuple(S.shape)}")
+    if S.numel() == 0:  # an empty batch (0, p, p)
+        return S
     check_symmetric(S, name)
+    check_finite(S, name)
+    S = (S + S.mT) / 2  # exactly symmetric (a product X^T X may not be), so is every iterate
     diag = S.diagonal(dim1=-2, dim2=-1)
     if bool((diag <= 0).any()):
         raise ValueError(f"{name} must have a positive diagonal (a variable with zero variance "
@@ -123,15 +126,45 @@ def objective(S, Theta, lam) -> torch.Tensor:
     .. math:: P(\Theta) = -\log\det\Theta + \operatorname{tr}(S\Theta)
               + \lambda\sum_{i\ne j}|\Theta_{ij}|
 
-    ``S`` and ``Theta`` are (p, p) or batched (B, p, p); ``lam`` a scalar or (B,).
-    Returns ``inf`` where ``Theta`` is not positive definite. Shape () or (B,).
+    Cost: one Cholesky factorization, :math:`O(p^3)`. Derived in chapter 06.
+
+    Parameters
+    ----------
+    S : tensor or array-like, (p, p) or (B, p, p)
+        Covariance, as for :func:`graphical_lasso`.
+    Theta : tensor or array-like, shape of ``S``
+        The point (converted to ``S``'s dtype and device).
+    lam : float >= 0, or (B,)
+        Strength.
+
+    Returns
+    -------
+    value : tensor, () or (B,)
+        :math:`P(\Theta)`, ``inf`` where ``Theta`` is not positive definite.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.covariance import objective
+    >>> S = torch.tensor([[1.0, 0.5], [0.5, 1.0]], dtype=torch.float64)
+    >>> round(float(objective(S, torch.eye(2, dtype=torch.float64), 0.1)), 4)
+    2.0
     """
     S = _check_covariance(S)
+    Theta = _check_point(Theta, S)
+    lam = _per_problem(lam, S)
+    return _objective(S, Theta, lam)
+
+
+def _check_point(Theta, S):
     Theta = check_finite(as_float_tensor(Theta, "Theta", like=S), "Theta")
     if Theta.shape != S.shape:
         raise ValueError(f"Theta must have the shape of S, {tuple(S.shape)}, got "
                          f"{tuple(Theta.shape)}")
-    lam = _per_problem(lam, S)
+    return Theta
+
+
+def _objective(S, Theta, lam):
     S3, T3 = S.reshape(-1, *S.shape[-2:]), Theta.reshape(-1, *S.shape[-2:])
     L, info = torch.linalg.cholesky_ex(T3)
     val = -_logdet_chol(L) + (S3 * T3).sum((-2, -1)) + _offdiag_l1(T3, _weights(lam, S.shape[-1]))
@@ -148,56 +181,164 @@ def duality_gap(S, Theta, lam) -> torch.Tensor:
 
     The dual point is :math:`W = \Theta^{-1}` with :math:`W - S` clipped into that box, so
     the gap is :math:`P(\Theta) - \log\det(S + U) - p \ge 0`, zero exactly at the optimum
-    (where :math:`\Theta^{-1} - S` is already in the box), and ``inf`` if the clipped point
-    is not positive definite. Unlike scikit-learn's criterion
+    (where :math:`\Theta^{-1} - S` is already in the box). It is ``+inf`` where ``Theta``
+    is not positive definite (singular included) or where the clipped point is not.
+    Unlike scikit-learn's criterion
     :math:`\operatorname{tr}(S\Theta) - p + \lambda\|\Theta\|_{1,\text{off}}`, which assumes
-    :math:`\Theta^{-1}` feasible, this one is a proof. Shape () or (B,).
+    :math:`\Theta^{-1}` feasible, this one is a proof. The solvers report it divided by
+    :math:`p`. Cost: two Cholesky factorizations, :math:`O(p^3)`.
+
+    Parameters
+    ----------
+    S : tensor or array-like, (p, p) or (B, p, p)
+        Covariance, as for :func:`graphical_lasso`.
+    Theta : tensor or array-like, shape of ``S``
+        The point (converted to ``S``'s dtype and device).
+    lam : float >= 0, or (B,)
+        Strength.
+
+    Returns
+    -------
+    gap : tensor, () or (B,)
+        The absolute duality gap, :math:`\ge 0` or ``inf``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.covariance import duality_gap, graphical_lasso
+    >>> S = torch.tensor([[1.0, 0.5], [0.5, 1.0]], dtype=torch.float64)
+    >>> float(duality_gap(S, graphical_lasso(S, 0.1), 0.1)) < 1e-12
+    True
+    >>> float(duality_gap(S, torch.zeros(2, 2, dtype=torch.float64), 0.1))
+    inf
     """
-    P = objective(S, Theta, lam)
-    S = as_float_tensor(S, "S")
+    S = _check_covariance(S)
+    Theta = _check_point(Theta, S)
     lam = _per_problem(lam, S)
-    S3 = S.reshape(-1, *S.shape[-2:])
-    W = torch.linalg.inv(as_float_tensor(Theta, "Theta", like=S).reshape(S3.shape))
+    P = _objective(S, Theta, lam).reshape(-1)
+    S3, T3 = S.reshape(-1, *S.shape[-2:]), Theta.reshape(-1, *S.shape[-2:])
+    L, fail = torch.linalg.cholesky_ex(T3)
+    W = torch.cholesky_inverse(torch.where(fail[:, None, None] == 0, L, torch.eye(
+        S.shape[-1], dtype=S.dtype, device=S.device)))
     box = _weights(lam, S.shape[-1])
     dual = _dual_logdet(S3, (W + W.mT) / 2, -box, box) + S.shape[-1]
-    return (P.reshape(-1) - dual).reshape(S.shape[:-2])
+    return torch.where(fail == 0, P - dual, torch.inf).reshape(S.shape[:-2])
 
 
 # ----------------------------------------------------------------------------- the core
 
-def _model_step(W, G, T, Lam, prox, rtol, max_steps=2000):
-    r"""Minimize the quadratic model of the log-det part plus the penalty :math:`h`,
+def _prox_newton_step(S, Lam, Theta, nonpos=False, max_inner=2000, inner_rtol=1e-3):
+    r"""One proximal Newton step on a batch of graphical lassos. The part to copy.
 
-    .. math:: \langle G, Z - T\rangle + \tfrac12\operatorname{tr}(W(Z-T)W(Z-T)) + h(Z).
-
-    Jacobi-scaled first: with :math:`d = \sqrt{\operatorname{diag} W}` the substitution
-    :math:`Z' = Z \circ dd^\top` turns :math:`W` into the correlation matrix
-    :math:`W/dd^\top` and keeps the penalty separable (weights :math:`\Lambda/dd^\top`).
-    Then FISTA with gradient restart, step :math:`1/\lambda_{\max}(W)^2`, until the step
-    moves less than ``rtol`` times the first one.
-    Returns ``(Z, steps)``.
+    Objective, for ``S``, ``Lam`` (weights, zero diagonal) and ``Theta`` of shape (K, m, m):
+    :math:`P(\Theta) = -\log\det\Theta + \operatorname{tr}(S\Theta) + \sum_{ij}\Lambda_{ij}
+    |\Theta_{ij}|`; with ``nonpos``, :math:`\Theta_{ij} \le 0` off the diagonal as well.
+    With :math:`W = \Theta^{-1}`, FISTA with restart minimizes the quadratic model
+    :math:`\langle S - W, Z - \Theta\rangle + \frac12\operatorname{tr}(W(Z-\Theta)W(Z-\Theta))`
+    plus the penalty (Jacobi-scaled, so the scaled :math:`W` has a unit diagonal), until a
+    step moves less than ``inner_rtol`` times the first; then the step
+    :math:`\Theta + \alpha(Z - \Theta)` is halved until its Cholesky factor exists and
+    :math:`P` decreases enough. ``Theta`` must be positive definite. Returns the new
+    ``Theta`` (the old one where no step is accepted) and its objective.
     """
+    def objective(T):
+        chol, fail = torch.linalg.cholesky_ex(T)
+        pen = (Lam * (-T if nonpos else T.abs())).sum((-2, -1))
+        val = -2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1) + (S * T).sum((-2, -1)) + pen
+        return torch.where(fail == 0, val, torch.inf), pen
+
+    is_diag = torch.eye(S.shape[-1], dtype=torch.bool, device=S.device)
+    W = torch.cholesky_inverse(torch.linalg.cholesky(Theta))
+    W = (W + W.mT) / 2
     d = W.diagonal(dim1=-2, dim2=-1).sqrt()
     dd = d[:, :, None] * d[:, None, :]
-    W, G, T, Lam = W / dd, G / dd, T * dd, Lam / dd
-    step = 1 / torch.linalg.eigvalsh(W)[:, -1] ** 2  # one O(m^3) per model, cheap vs. steps
-    Z, Y, tk = T, T, torch.ones_like(step)
-    start = None
-    for k in range(1, max_steps + 1):
-        H = W @ (Y - T) @ W
-        Z_new = prox(Y - step[:, None, None] * (G + (H + H.mT) / 2), step, Lam)
-        if k % 10 == 1:
-            move = (Z_new - Y).flatten(1).norm(dim=1)
-            start = move if start is None else start
-            if bool((move <= rtol * start).all()):
-                return Z_new / dd, k
-        restart = ((Y - Z_new) * (Z_new - Z)).sum((-2, -1)) > 0  # O'Donoghue & Candes
-        t_new = (1 + torch.sqrt(1 + 4 * tk * tk)) / 2
-        beta = torch.where(restart, 0.0, (tk - 1) / t_new)[:, None, None]
-        tk = torch.where(restart, 1.0, t_new)
-        Y = Z_new + beta * (Z_new - Z)
-        Z = Z_new
-    return Z / dd, max_steps
+    Wc, grad, start, weight = W / dd, (S - W) / dd, Theta * dd, Lam / dd  # scaled problem
+    step = (1 / torch.linalg.eigvalsh(Wc)[:, -1] ** 2)[:, None, None]
+    Z = Y = start
+    momentum, first_move = torch.ones_like(step), None
+    for k in range(max_inner):
+        H = Wc @ (Y - start) @ Wc
+        V = Y - step * (grad + (H + H.mT) / 2)
+        off = (torch.minimum(V + step * weight, torch.zeros_like(V)) if nonpos
+               else torch.sign(V) * (V.abs() - step * weight).clamp(min=0))
+        Z_new = torch.where(is_diag, V, off)
+        move = (Z_new - Y).flatten(1).norm(dim=1)
+        first_move = move if first_move is None else first_move
+        if k % 10 == 0 and bool((move <= inner_rtol * first_move).all()):
+            Z = Z_new
+            break
+        restart = ((Y - Z_new) * (Z_new - Z)).sum((-2, -1), keepdim=True) > 0
+        m_new = (1 + torch.sqrt(1 + 4 * momentum ** 2)) / 2
+        Y = Z_new + torch.where(restart, 0.0, (momentum - 1) / m_new) * (Z_new - Z)
+        momentum, Z = torch.where(restart, 1.0, m_new), Z_new
+    D = Z / dd - Theta
+    value, pen = objective(Theta)
+    decrease = ((S - W) * D).sum((-2, -1)) + objective(Theta + D)[1] - pen  # model's slope
+    alpha = torch.ones_like(value)
+    for _ in range(60):
+        new_value = objective(Theta + alpha[:, None, None] * D)[0]
+        ok = new_value <= value + 1e-4 * alpha * decrease.clamp(max=0) + 1e-13 * value.abs()
+        if bool(ok.all()):
+            break
+        alpha = torch.where(ok, alpha, alpha / 2)
+    alpha = torch.where(ok, alpha, 0.0)
+    Theta_new = Theta + alpha[:, None, None] * D
+    return Theta_new, torch.where(ok, new_value, value)
+
+
+def _newton(S, Lam, Theta, tol, max_iter, nonpos=False):
+    r"""Batched proximal Newton on :math:`K` problems of one size :math:`m`: the outer loop.
+
+    ``S`` (K, m, m), ``Lam`` (K, m, m) off-diagonal weights (zero diagonal), ``Theta``
+    (K, m, m) a positive-definite start. Each outer step is :func:`_prox_newton_step` (inexact
+    early, tighter later). Before each step the duality gap of every problem is computed at
+    its current iterate; once it is below :data:`_POLISH_GAP` times :math:`m` a Newton polish
+    on the support (:func:`_support_newton`) is tried and kept if its gap is smaller.
+    Problems whose gap is below ``tol * m`` (or that stalled at their rounding floor) leave
+    the batch. Returns ``(Theta, gap, n_iter)``: ``gap`` is the absolute duality gap at the
+    returned ``Theta``, ``n_iter`` the number of outer steps.
+    """
+    K, m, _ = S.shape
+    is_diag = torch.eye(m, dtype=torch.bool, device=S.device)
+    hi = torch.full_like(Lam, torch.inf).masked_fill(is_diag, 0) if nonpos else Lam
+    gap = torch.full((K,), torch.inf, dtype=S.dtype, device=S.device)
+    best = gap.clone()
+    since = torch.zeros(K, dtype=torch.long, device=S.device)
+    live = torch.arange(K, device=S.device)
+    n_iter, inner_rtol = 0, 1e-2
+    while True:
+        g = _gap(S[live], Lam[live], hi[live], Theta[live], nonpos)
+        near = (g > tol * m) & (g < _POLISH_GAP * m)
+        if bool(near.any()):  # polish: Newton on the current support, once it is nearly right
+            polished = _support_newton(S[live], Lam[live], Theta[live], nonpos)
+            g_pol = _gap(S[live], Lam[live], hi[live], polished, nonpos)
+            better = g_pol < g
+            Theta[live] = torch.where(better[:, None, None], polished, Theta[live])
+            g = torch.where(better, g_pol, g)
+        gap[live] = g
+        # the gap need not decrease monotonically far from the optimum (the objective does):
+        # only count a stall near the optimum, where the rounding floor is the limit
+        improved = (g < 0.9 * best[live]) | ~torch.isfinite(g) | (g > _POLISH_GAP * m)
+        best[live] = torch.where(improved, g, best[live])
+        since[live] = torch.where(improved, 0, since[live] + 1)
+        keep = (g > tol * m) & (since[live] < _STALL)
+        if n_iter >= max_iter or not bool(keep.any()):
+            return Theta, gap, n_iter
+        live = live[keep]
+        Theta[live], _ = _prox_newton_step(S[live], Lam[live], Theta[live], nonpos,
+                                           min(2000, 20 * 2 ** n_iter), inner_rtol)
+        inner_rtol = max(inner_rtol * 0.3, 1e-3)  # inexact early, tighter later
+        n_iter += 1
+
+
+def _gap(S, Lam, hi, Theta, nonpos):
+    """Absolute duality gap of each problem at a positive-definite ``Theta`` (K, m, m)."""
+    chol, fail = torch.linalg.cholesky_ex(Theta)
+    pen = (Lam * (-Theta if nonpos else Theta.abs())).sum((-2, -1))
+    primal = -_logdet_chol(chol) + (S * Theta).sum((-2, -1)) + pen
+    W = torch.cholesky_inverse(chol)
+    dual = _dual_logdet(S, (W + W.mT) / 2, -Lam, hi) + S.shape[-1]
+    return torch.where(fail == 0, primal - dual, torch.inf)
 
 
 def _support_newton(S, Lam, T, nonpos, steps=6, max_vars=2000):
@@ -259,101 +400,6 @@ def _support_newton(S, Lam, T, nonpos, steps=6, max_vars=2000):
     return T
 
 
-def _newton(S, Lam, Theta, tol, max_iter, nonpos=False):
-    r"""Batched proximal Newton on :math:`K` problems of one size :math:`m`.
-
-    ``S`` (K, m, m), ``Lam`` (K, m, m) off-diagonal weights (zero diagonal), ``Theta``
-    (K, m, m) a positive-definite start. The penalty is
-    :math:`h(\Theta) = \sum_{i \ne j}\Lambda_{ij}|\Theta_{ij}|`, with ``nonpos`` plus the
-    constraint :math:`\Theta_{ij} \le 0` (then :math:`h` is linear and its prox a shifted
-    clamp). Outer step: with :math:`W = \Theta^{-1}` and :math:`G = S - W`, minimize the
-    quadratic model of :math:`f = -\log\det + \operatorname{tr}(S\,\cdot)` plus :math:`h`,
-
-    .. math:: Z^+ = \operatorname*{arg\,min}_Z\ \langle G, Z - \Theta\rangle
-              + \tfrac12\operatorname{tr}\bigl(W(Z - \Theta)W(Z - \Theta)\bigr) + h(Z),
-
-    by FISTA with restart (two :math:`m \times m` products per step), then a backtracking
-    line search on :math:`\Theta + \alpha(Z^+ - \Theta)` whose Cholesky factor proves it
-    positive definite and gives the sufficient decrease. After each outer step the
-    duality gap of every problem is computed; problems below ``tol * m`` (or stalled at
-    their rounding floor) leave the batch. Cost per outer step: :math:`O(Km^3)` times the
-    inner steps. Returns ``(Theta, gap, n_iter)`` (``n_iter`` counts outer steps).
-    """
-    K, m, _ = S.shape
-    dtype = S.dtype
-    eye = torch.eye(m, dtype=dtype, device=S.device).bool()
-    hi = torch.full_like(Lam, torch.inf).masked_fill(eye, 0) if nonpos else Lam
-
-    def prox(Z, t, Lm):
-        t = t[:, None, None]
-        off = torch.minimum(Z + t * Lm, torch.zeros_like(Z)) if nonpos else \
-            torch.sign(Z) * (Z.abs() - t * Lm).clamp(min=0)
-        return torch.where(eye, Z, off)
-
-    def penalty(T, Lm):
-        return (Lm * (-T if nonpos else T.abs())).sum((-2, -1))
-
-    def value(T, Sl, Lm):
-        L, info = torch.linalg.cholesky_ex(T)
-        F = -_logdet_chol(L) + (Sl * T).sum((-2, -1)) + penalty(T, Lm)
-        return L, torch.where(info == 0, F, torch.inf)
-
-    L, F = value(Theta, S, Lam)
-    if not bool(torch.isfinite(F).all()):
-        raise ValueError("Theta0 must be positive definite")
-    gap = torch.full((K,), torch.inf, dtype=dtype, device=S.device)
-    best = gap.clone()
-    since = torch.zeros(K, dtype=torch.long, device=S.device)
-    live = torch.arange(K, device=S.device)
-    n_iter = 0
-    inner_rtol = 1e-2
-    while True:
-        Sl, Lm, Tl, Ll, Fl, hl = S[live], Lam[live], Theta[live], L[live], F[live], hi[live]
-        W = torch.cholesky_inverse(Ll)
-        W = (W + W.mT) / 2
-        g = Fl - _dual_logdet(Sl, W, -Lm, hl) - m
-        near = (g > tol * m) & (g < _POLISH_GAP * m)
-        if bool(near.any()):  # polish: Newton on the current support, once it is nearly right
-            P = _support_newton(Sl, Lm, Tl, nonpos)
-            LP, FP = value(P, Sl, Lm)
-            WP = torch.cholesky_inverse(LP)
-            WP = (WP + WP.mT) / 2
-            gP = FP - _dual_logdet(Sl, WP, -Lm, hl) - m
-            better = (gP < g)[:, None, None]
-            Tl, Ll, W = (torch.where(better, x, y) for x, y in ((P, Tl), (LP, Ll), (WP, W)))
-            Fl, g = torch.where(better[:, 0, 0], FP, Fl), torch.minimum(gP, g)
-            Theta[live], L[live], F[live] = Tl, Ll, Fl
-        gap[live] = g
-        improved = (g < 0.9 * best[live]) | ~torch.isfinite(g)
-        best[live] = torch.where(improved, g, best[live])
-        since[live] = torch.where(improved, 0, since[live] + 1)
-        keep = (g > tol * m) & (since[live] < _STALL)
-        if n_iter >= max_iter or not bool(keep.any()):
-            break
-        live, Sl, Lm, Tl, Fl, W, hl = (a[keep] for a in (live, Sl, Lm, Tl, Fl, W, hl))
-        G = Sl - W
-        Z, _ = _model_step(W, G, Tl, Lm, prox, inner_rtol, min(2000, 20 * 2 ** n_iter))
-        inner_rtol = max(inner_rtol * 0.3, 1e-3)  # inexact early, tighter later
-        # --- line search: positive definite and sufficient decrease
-        D = Z - Tl
-        delta = (G * D).sum((-2, -1)) + penalty(Z, Lm) - penalty(Tl, Lm)
-        alpha = torch.ones_like(Fl)
-        for _ in range(_MAX_BACKTRACK):
-            T_new = Tl + alpha[:, None, None] * D
-            L_new, F_new = value(T_new, Sl, Lm)
-            ok = F_new <= Fl + 1e-4 * alpha * delta.clamp(max=0) + 1e-13 * Fl.abs()
-            if bool(ok.all()):
-                break
-            alpha = torch.where(ok, alpha, alpha / 2)
-        else:
-            ok_any = ok
-            T_new = torch.where(ok_any[:, None, None], T_new, Tl)
-            L_new, F_new = value(T_new, Sl, Lm)
-        Theta[live], L[live], F[live] = T_new, L_new, F_new
-        n_iter += 1
-    return Theta, gap, n_iter
-
-
 # ----------------------------------------------------------------------------- screening
 
 def components(S, lam) -> torch.Tensor:
@@ -362,15 +408,37 @@ def components(S, lam) -> torch.Tensor:
     By the screening theorem (chapter 06) they are exactly the blocks of the graphical
     lasso solution: :math:`\hat\Theta_{ij} = 0` whenever :math:`i` and :math:`j` lie in
     different components. Min-label propagation with pointer jumping, :math:`O(p^2)` per
-    round, on (p, p) or batched (B, p, p) ``S``.
+    round (a few rounds in practice, at most :math:`p`), on (p, p) or batched (B, p, p)
+    ``S``.
+
+    Parameters
+    ----------
+    S : tensor or array-like, (p, p) or (B, p, p)
+        Symmetric finite matrices (sample covariances; any symmetric matrix is accepted).
+    lam : float >= 0, or (B,)
+        The threshold, one per problem of a batch.
 
     Returns
     -------
-    labels : long tensor (p,) or (B, p); the label of a node is the smallest node index
-        of its component.
+    labels : long tensor, (p,) or (B, p)
+        The label of a node is the smallest node index of its component.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.covariance import components
+    >>> S = torch.tensor([[1.0, 0.5, 0.0], [0.5, 1.0, 0.1], [0.0, 0.1, 1.0]])
+    >>> components(S, 0.2).tolist()
+    [0, 0, 2]
     """
     S = check_ndim(as_float_tensor(S, "S"), "S", (2, 3))
+    if S.shape[-1] != S.shape[-2]:
+        raise ValueError(f"S must be a square matrix, got shape {tuple(S.shape)}")
     lam = _per_problem(lam, S)
+    if S.numel() == 0:
+        return torch.zeros(S.shape[:-1], dtype=torch.long, device=S.device)
+    check_symmetric(S, "S")
+    check_finite(S, "S")
     return _components(S.reshape(-1, *S.shape[-2:]), lam).reshape(S.shape[:-1])
 
 
@@ -388,15 +456,16 @@ def _components(S, lam):
         labels = new
 
 
-def _solve_blocks(S, Lam_fn, Theta0, lam, tol, max_iter, screen):
+def _solve_blocks(S, lam, Theta0, tol, max_iter, screen):
     """Split every problem of ``S`` (B, p, p) into its components, solve all blocks of one
-    size in one batched :func:`_newton` call, scatter back. Returns ``(Theta, gap, n_iter)``."""
+    size in one batched :func:`_newton` call, scatter back. Returns ``(Theta, gap, n_iter)``
+    with ``gap`` (B,) the absolute duality gap at ``Theta``, summed over the blocks."""
     B, p, _ = S.shape
-    Theta = torch.zeros_like(S)
-    gap = torch.zeros(B, dtype=S.dtype, device=S.device)
     if not screen:
         T0 = torch.diag_embed(1 / S.diagonal(dim1=-2, dim2=-1)) if Theta0 is None else Theta0
-        return _newton(S, Lam_fn(lam, p), T0.clone(), tol, max_iter)
+        return _newton(S, _weights(lam, p), T0.clone(), tol, max_iter)
+    Theta = torch.zeros_like(S)
+    gap = torch.zeros(B, dtype=S.dtype, device=S.device)
     labels = _components(S, lam)
     key = torch.arange(B, device=S.device)[:, None] * p + labels  # component id, batch-wide
     order = torch.argsort(key.reshape(-1), stable=True)
@@ -416,24 +485,24 @@ def _solve_blocks(S, Lam_fn, Theta0, lam, tol, max_iter, screen):
             T0 = torch.diag_embed(1 / Sb.diagonal(dim1=-2, dim2=-1))
         else:
             T0 = Theta0[b[:, :1, None], rows, cols]
-        Tb, gb, it = _newton(Sb, Lam_fn(lam[b[:, 0]], m), T0, tol, max_iter)
+        Tb, gb, it = _newton(Sb, _weights(lam[b[:, 0]], m), T0, tol, max_iter)
         Theta[b[:, :1, None], rows, cols] = Tb
         gap.index_add_(0, b[:, 0], gb)
         n_iter = max(n_iter, it)
     return Theta, gap, n_iter
 
 
-def _finish(Theta, gap, n_iter, tol, max_iter, shape, return_info, what):
-    p = shape[-1]
-    converged = bool((gap <= tol * p).all())
-    certificate = float(gap.max())
-    if not converged:
-        reason = f"max_iter={max_iter}" if n_iter >= max_iter else "the rounding floor"
-        warnings.warn(f"{what} stopped at {reason} with duality gap {certificate:.3g} > "
-                      f"tol * p = {tol * p:.3g}", ConvergenceWarning, stacklevel=3)
-    Theta = (Theta + Theta.mT) / 2
-    Theta = Theta.reshape(shape)
-    return (Theta, Info(n_iter, converged, certificate)) if return_info else Theta
+def _info(gap, n_iter, tol, p):
+    """One ``Info`` for a batch: the worst relative gap ``gap / p`` over its problems."""
+    certificate = float(gap.max()) / p if gap.numel() else 0.0
+    return Info(n_iter, certificate <= tol, certificate)
+
+
+def _warn(info, tol, max_iter, what):
+    if not info.converged:
+        reason = f"max_iter={max_iter}" if info.n_iter >= max_iter else "the rounding floor"
+        warn_not_converged(f"{what} stopped at {reason} with relative duality gap "
+                           f"{info.certificate:.3g} > tol = {tol:.3g}")
 
 
 def _theta0(Theta0, S):
@@ -443,9 +512,16 @@ def _theta0(Theta0, S):
     if T.shape != S.shape:
         raise ValueError(f"Theta0 must have the shape of S, {tuple(S.shape)}, got "
                          f"{tuple(T.shape)}")
+    check_symmetric(T, "Theta0")
     if bool((torch.linalg.cholesky_ex(T).info != 0).any()):
         raise ValueError("Theta0 must be positive definite")
     return T
+
+
+def _check_lam_zero(S3, lam):
+    if bool((torch.linalg.cholesky_ex(S3[lam == 0]).info != 0).any()):
+        raise ValueError("lam = 0 needs a positive definite S (the maximum-likelihood "
+                         "estimate does not exist for a singular S): use lam > 0")
 
 
 # ----------------------------------------------------------------------------- public solvers
@@ -465,82 +541,151 @@ def graphical_lasso(S, lam, *, tol=None, max_iter=10_000, screen=True, Theta0=No
     get :math:`1/S_{ii}`, and all blocks of one size (across a batch too) go through one
     batched proximal Newton solve: each step minimizes the quadratic model of
     :math:`-\log\det` plus the penalty by FISTA (two matrix products per step), then a
-    Cholesky line search keeps every iterate positive definite. Cost per inner step
-    :math:`O(\sum_k m_k^3)` over block sizes :math:`m_k` instead of :math:`O(p^3)`.
+    Cholesky line search keeps every iterate positive definite (the step is
+    ``_prox_newton_step``, the part to copy); near the optimum a Newton polish on the
+    support finishes. Cost per inner step :math:`O(\sum_k m_k^3)` over block sizes
+    :math:`m_k` instead of :math:`O(p^3)`. Derived in chapter 06.
 
-    Certificate: the duality gap against the box-constrained log-det dual
-    (:func:`duality_gap`), summed over blocks; the solver stops when it is
-    :math:`\le` ``tol`` :math:`\cdot p` (:math:`p = \operatorname{tr}(W^\star\Theta^\star)`
-    is the scale of the objective's linear terms at the optimum).
+    Certificate: the **relative duality gap** :math:`\text{gap}/p`, where the gap (summed
+    over blocks) is :func:`duality_gap` at the returned :math:`\Theta`, a proof that
+    :math:`P(\Theta) - P(\hat\Theta) \le p\cdot\text{certificate}`. The scale :math:`p`
+    is :math:`\operatorname{tr}(W^\star\hat\Theta)`, the size of the objective's linear
+    terms at the optimum. ``converged`` is ``certificate <= tol``.
 
     Parameters
     ----------
-    S : (p, p) or (B, p, p) symmetric positive semi-definite, positive diagonal. It may be
-        singular (:math:`p > n`): for :math:`\lambda > 0` the solution exists.
-    lam : float >= 0, or (B,) one per problem. ``lam = 0`` needs a nonsingular ``S``.
-    tol : relative duality gap; default 1e-12 (float64), 1e-5 (float32).
-    max_iter : Newton steps per block size.
-    screen : bool, split into connected components first (exact, never changes the answer).
-    Theta0 : optional positive-definite warm start, shape of ``S``.
-    return_info : also return ``regref.Info(n_iter, converged, certificate=gap)``.
+    S : tensor or array-like, (p, p) or (B, p, p)
+        Symmetric positive semi-definite, positive diagonal. It may be singular
+        (:math:`p > n`): for :math:`\lambda > 0` the solution exists. A batch with
+        ``B = 0`` returns an empty result.
+    lam : float >= 0, or (B,)
+        Strength, one per problem of a batch. ``lam = 0`` needs a nonsingular ``S``.
+        Converted to ``S``'s dtype and device.
+    tol : float, optional
+        Relative duality gap to reach; default 1e-12 (float64), 1e-5 (float32).
+    max_iter : int
+        Proximal Newton steps per block size (the outer iterations), a positive int.
+    screen : bool
+        Split into connected components first (exact, never changes the answer).
+    Theta0 : tensor, optional
+        Positive-definite warm start, shape of ``S`` (converted to its dtype and device).
+    return_info : bool
+        Also return ``regref.Info(n_iter, converged, certificate)``: worst relative gap
+        over a batch, ``n_iter`` the most Newton steps over block sizes.
 
     Returns
     -------
-    Theta : tensor like ``S``, symmetric positive definite.
+    Theta : tensor like ``S``
+        Symmetric positive definite. With ``return_info``, ``(Theta, info)``.
 
-    Raises ``ValueError`` on a non-symmetric, non-PSD or non-finite ``S``, a zero variance,
-    a negative or non-finite ``lam``, or if a step cannot keep :math:`\Theta` positive
-    definite (``lam = 0`` with a singular ``S``). Derived in chapter 06.
+    Raises
+    ------
+    ValueError
+        On a non-symmetric, non-PSD or non-finite ``S``, a zero variance, a negative or
+        non-finite ``lam``, bad options, or ``lam = 0`` with a singular ``S``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.covariance import graphical_lasso
+    >>> S = torch.tensor([[1.0, 0.5, 0.1], [0.5, 1.0, 0.3], [0.1, 0.3, 1.0]],
+    ...                  dtype=torch.float64)
+    >>> Theta, info = graphical_lasso(S, 0.2, return_info=True)
+    >>> torch.round(Theta, decimals=4)
+    tensor([[ 1.0989, -0.3297,  0.0000],
+            [-0.3297,  1.1090, -0.1010],
+            [ 0.0000, -0.1010,  1.0101]], dtype=torch.float64)
+    >>> info.converged, info.certificate <= 1e-12
+    (True, True)
     """
     S = _check_covariance(S)
     lam = _per_problem(lam, S)
-    tol = _default_tol(tol, S)
+    tol = check_tol(tol, S.dtype, 1e-12, 1e-5)
     max_iter = check_positive_int(max_iter, "max_iter")
     T0 = _theta0(Theta0, S)
     S3 = S.reshape(-1, *S.shape[-2:])
-    if bool((torch.linalg.cholesky_ex(S3[lam == 0]).info != 0).any()):
-        raise ValueError("lam = 0 needs a positive definite S (the maximum-likelihood "
-                         "estimate does not exist for a singular S): use lam > 0")
+    _check_lam_zero(S3, lam)
     T03 = None if T0 is None else T0.reshape(S3.shape)
-    Theta, gap, n_iter = _solve_blocks(S3, _weights, T03, lam, tol, max_iter, bool(screen))
-    return _finish(Theta, gap, n_iter, tol, max_iter, S.shape, return_info, "graphical_lasso")
+    Theta, gap, n_iter = _solve(S3, lam, T03, tol, max_iter, bool(screen))
+    info = _info(gap, n_iter, tol, S.shape[-1])
+    _warn(info, tol, max_iter, "graphical_lasso")
+    Theta = Theta.reshape(S.shape)
+    return (Theta, info) if return_info else Theta
+
+
+def _solve(S3, lam, T03, tol, max_iter, screen):
+    if S3.shape[0] == 0:
+        return torch.empty_like(S3), S3.new_zeros(0), 0
+    return _solve_blocks(S3, lam, T03, tol, max_iter, screen)
 
 
 def graphical_lasso_path(S, lams, *, tol=None, max_iter=10_000, screen=True,
                          return_info=False):
     r"""The graphical lasso for every strength in ``lams``, with warm starts.
 
+    Same objective, algorithm and certificate as :func:`graphical_lasso`:
+
+    .. math:: \hat\Theta(\lambda) = \operatorname*{arg\,min}_{\Theta \succ 0}\ -\log\det\Theta
+              + \operatorname{tr}(S\Theta) + \lambda\sum_{i \ne j}|\Theta_{ij}| .
+
     Solves from the largest strength down (sparsest first), each solve starting from the
     previous solution, whose diagonal blocks stay positive definite as the components
-    merge; rows are returned in the caller's order. Same objective, algorithm and
-    certificate as :func:`graphical_lasso`.
+    merge; rows are returned in the caller's order. ``S`` is validated once; a batched
+    ``S`` is rejected (call :func:`graphical_lasso` with a (B,) ``lam`` for many problems).
+    Cost: :math:`L` warm-started solves. Derived in chapter 06.
 
     Parameters
     ----------
-    S : (p, p) covariance.
-    lams : (L,) strengths >= 0.
+    S : tensor or array-like, (p, p)
+        Covariance, as for :func:`graphical_lasso`.
+    lams : sequence or tensor, (L,)
+        Strengths >= 0, in any order.
+    tol : float, optional
+        Relative duality gap for every strength; default 1e-12 (float64), 1e-5 (float32).
+    max_iter : int
+        Proximal Newton steps per block size, for each strength.
+    screen : bool
+        Split into connected components first.
+    return_info : bool
+        Also return one ``regref.Info``, the worst case over the strengths: ``converged``
+        if every solve converged, ``certificate`` the largest relative gap, ``n_iter`` the
+        total number of Newton steps.
 
     Returns
     -------
-    Thetas : (L, p, p); with ``return_info`` also a list of ``Info``, one per strength.
+    Thetas : tensor, (L, p, p)
+        One precision matrix per strength; with ``return_info``, ``(Thetas, info)``.
 
-    Derived in chapter 06.
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.covariance import graphical_lasso_path
+    >>> S = torch.tensor([[1.0, 0.5, 0.1], [0.5, 1.0, 0.3], [0.1, 0.3, 1.0]],
+    ...                  dtype=torch.float64)
+    >>> path, info = graphical_lasso_path(S, [0.6, 0.2, 0.01], return_info=True)
+    >>> [int((T.abs() > 0).sum() - 3) // 2 for T in path], info.converged
+    ([0, 2, 3], True)
     """
     S = _check_covariance(S)
     check_ndim(S, "S", (2,))
     lams = check_strength(lams, "lams", S, ndims=(1,))
-    tol = _default_tol(tol, S)
+    tol = check_tol(tol, S.dtype, 1e-12, 1e-5)
+    max_iter = check_positive_int(max_iter, "max_iter")
+    S3 = S[None]
+    _check_lam_zero(S3, lams.amin()[None])
     out = torch.empty(len(lams), *S.shape, dtype=S.dtype, device=S.device)
-    infos = [None] * len(lams)
-    Theta = None
+    Theta, worst, total = None, 0.0, 0
     for k in torch.argsort(lams, descending=True).tolist():
-        Theta, info = graphical_lasso(S, lams[k], tol=tol, max_iter=max_iter, screen=screen,
-                                      Theta0=Theta, return_info=True)
-        out[k], infos[k] = Theta, info
-    return (out, infos) if return_info else out
+        Theta, gap, n_iter = _solve_blocks(S3, lams[k:k + 1], Theta, tol, max_iter,
+                                           bool(screen))
+        out[k] = Theta[0]
+        worst, total = max(worst, float(gap[0]) / S.shape[-1]), total + n_iter
+    info = Info(total, worst <= tol, worst)
+    _warn(info, tol, max_iter * len(lams), "graphical_lasso_path")
+    return (out, info) if return_info else out
 
 
-def mtp2_precision(S, lam=0.0, *, n_stages=1, penalty="mcp", gamma=2.0, tol=None,
+def mtp2_precision(S, lam=0.0, *, n_stages=1, penalty="mcp", gamma=2.0, a=3.7, tol=None,
                    max_iter=10_000, return_info=False):
     r"""Precision matrix of an :math:`\text{MTP}_2` Gaussian (an M-matrix), by weighted stages.
 
@@ -552,45 +697,75 @@ def mtp2_precision(S, lam=0.0, *, n_stages=1, penalty="mcp", gamma=2.0, tol=None
     the first with :math:`\Lambda_{ij} = \lambda`, the next ones with weights from the
     previous estimate, :math:`\Lambda_{ij} = p'_\lambda(|\Theta_{ij}|)` for the MCP
     (:math:`p'_\lambda(x) = (\lambda - x/\gamma)_+`) or SCAD
-    (:math:`\lambda` for :math:`x \le \lambda`, :math:`(\gamma\lambda - x)_+/(\gamma - 1)`
-    beyond, :math:`\gamma > 2`) penalty: large entries stop being shrunk (Ying, Cardoso and
-    Palomar, 2023). ``lam = 0`` and one stage is the constrained maximum-likelihood
-    estimate, which exists as soon as :math:`S` has a positive diagonal and
-    :math:`S_{ij} < \sqrt{S_{ii}S_{jj}}` (e.g. two distinct observations).
+    (:math:`\lambda` for :math:`x \le \lambda`, :math:`(a\lambda - x)_+/(a - 1)` beyond)
+    penalty: large entries stop being shrunk (Ying, Cardoso and Palomar, 2023).
+    ``lam = 0`` and one stage is the constrained maximum-likelihood estimate, which exists
+    as soon as :math:`S` has a positive diagonal and :math:`S_{ij} < \sqrt{S_{ii}S_{jj}}`
+    (e.g. two distinct observations).
 
     Algorithm: the proximal Newton core of :func:`graphical_lasso` with the prox of a linear
     penalty on :math:`\Theta_{ij} \le 0`, :math:`\min(z + t\Lambda_{ij}, 0)`, and a Cholesky
-    line search, batched over a leading dimension of ``S``. Cost :math:`O(p^3)` per step.
-    Certificate: the duality gap against
-    :math:`\max \log\det(S + U) + p` over :math:`U_{ij} \ge -\Lambda_{ij}`, :math:`U_{ii} = 0`,
-    of the last stage; stops when it is :math:`\le` ``tol`` :math:`\cdot p``.
+    line search, batched over a leading dimension of ``S``. Cost :math:`O(p^3)` per inner
+    step. Certificate: the relative duality gap (gap / p) of the last stage, against
+    :math:`\max \log\det(S + U) + p` over :math:`U_{ij} \ge -\Lambda_{ij}`,
+    :math:`U_{ii} = 0`, at the returned :math:`\Theta`; ``converged`` is
+    ``certificate <= tol``. Derived in chapter 06.
 
     Parameters
     ----------
-    S : (p, p) or (B, p, p) covariance (may be singular).
-    lam : float >= 0, or (B,).
-    n_stages : number of weighted stages (1: plain :math:`\ell_1`).
-    penalty : "mcp" or "scad", the folded-concave penalty whose derivative gives the weights.
-    gamma : its shape parameter (> 0 for MCP, > 2 for SCAD).
+    S : tensor or array-like, (p, p) or (B, p, p)
+        Covariance (may be singular); ``B = 0`` returns an empty result.
+    lam : float >= 0, or (B,)
+        Strength, one per problem of a batch.
+    n_stages : int
+        Number of weighted stages (1: plain :math:`\ell_1`).
+    penalty : {"mcp", "scad"}
+        The folded-concave penalty whose derivative gives the weights of later stages.
+    gamma : float
+        MCP's concavity, > 0 (used only with ``penalty="mcp"``).
+    a : float
+        SCAD's shape, > 2 (used only with ``penalty="scad"``).
+    tol : float, optional
+        Relative duality gap of each stage; default 1e-12 (float64), 1e-5 (float32).
+    max_iter : int
+        Proximal Newton steps per stage (the outer iterations), a positive int.
+    return_info : bool
+        Also return ``regref.Info``: ``n_iter`` the Newton steps summed over the stages,
+        ``certificate`` and ``converged`` those of the last stage (worst over a batch).
 
     Returns
     -------
-    Theta : like ``S``, an M-matrix; with ``return_info`` the ``Info`` of the last stage.
+    Theta : tensor like ``S``
+        An M-matrix; with ``return_info``, ``(Theta, info)``.
 
-    Derived in chapter 06.
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.covariance import mtp2_precision
+    >>> S = torch.tensor([[1.0, 0.5, 0.1], [0.5, 1.0, 0.3], [0.1, 0.3, 1.0]],
+    ...                  dtype=torch.float64)
+    >>> Theta = mtp2_precision(S, 0.05, n_stages=2)
+    >>> bool((Theta - torch.diag(Theta.diagonal()) <= 0).all())
+    True
+    >>> torch.round(Theta[0, 1], decimals=4).item()
+    -0.6667
     """
     S = _check_covariance(S)
     lam = _per_problem(lam, S)
-    tol = _default_tol(tol, S)
+    tol = check_tol(tol, S.dtype, 1e-12, 1e-5)
     max_iter = check_positive_int(max_iter, "max_iter")
     n_stages = check_positive_int(n_stages, "n_stages")
     if penalty not in ("mcp", "scad"):
         raise ValueError(f"penalty must be 'mcp' or 'scad', got {penalty!r}")
     gamma = check_positive(gamma, "gamma")
-    if penalty == "scad" and gamma <= 2:
-        raise ValueError(f"gamma must be > 2 for SCAD, got {gamma}")
+    a = check_positive(a, "a")
+    if a <= 2:
+        raise ValueError(f"a (SCAD's shape) must be > 2, got {a}")
     S3 = S.reshape(-1, *S.shape[-2:])
     p = S.shape[-1]
+    if S3.shape[0] == 0:
+        info = Info(0, True, 0.0)
+        return (S.clone(), info) if return_info else S.clone()
     off = 1 - torch.eye(p, dtype=S.dtype, device=S.device)
     Lam = _weights(lam, p)
     Theta = torch.diag_embed(1 / S3.diagonal(dim1=-2, dim2=-1))
@@ -601,10 +776,13 @@ def mtp2_precision(S, lam=0.0, *, n_stages=1, penalty="mcp", gamma=2.0, tol=None
             if penalty == "mcp":
                 Lam = (lm - x / gamma).clamp(min=0) * off
             else:
-                Lam = torch.where(x <= lm, lm, (gamma * lm - x).clamp(min=0) / (gamma - 1)) * off
+                Lam = torch.where(x <= lm, lm, (a * lm - x).clamp(min=0) / (a - 1)) * off
         Theta, gap, n_iter = _newton(S3, Lam, Theta.clone(), tol, max_iter, nonpos=True)
         n_total += n_iter
-    return _finish(Theta, gap, n_total, tol, max_iter, S.shape, return_info, "mtp2_precision")
+    info = _info(gap, n_total, tol, p)
+    _warn(info, tol, max_iter * n_stages, "mtp2_precision")
+    Theta = Theta.reshape(S.shape)
+    return (Theta, info) if return_info else Theta
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -612,10 +790,34 @@ def mtp2_precision(S, lam=0.0, *, n_stages=1, penalty="mcp", gamma=2.0, tol=None
 def edge_recovery(Theta_hat, Theta_true, threshold=0.0) -> dict[str, float]:
     r"""How well the support of ``Theta_hat`` recovers the graph of ``Theta_true``.
 
-    Edges are the off-diagonal pairs :math:`i < j` with :math:`|\Theta_{ij}| > ` ``threshold``.
-    Returns precision (true edges among the found), recall (found among the true) and F1
-    (their harmonic mean), as floats (0 where a ratio is 0/0), plus the counts ``tp``,
-    ``fp``, ``fn``.
+    Edges are the off-diagonal pairs :math:`i < j` with :math:`|\Theta_{ij}| >` ``threshold``.
+    With :math:`E` the estimated and :math:`E^\star` the true edge set, precision is
+    :math:`|E \cap E^\star|/|E|`, recall :math:`|E \cap E^\star|/|E^\star|`, and F1 their
+    harmonic mean. Cost :math:`O(p^2)`.
+
+    Parameters
+    ----------
+    Theta_hat : tensor or array-like, (p, p)
+        Estimated precision matrix (symmetric, finite).
+    Theta_true : tensor or array-like, (p, p)
+        True precision matrix (converted to ``Theta_hat``'s dtype and device).
+    threshold : float >= 0
+        Entries of absolute value at most ``threshold`` count as zeros.
+
+    Returns
+    -------
+    scores : dict
+        ``precision``, ``recall``, ``f1`` as floats (0 where a ratio is 0/0) and the counts
+        ``tp``, ``fp``, ``fn``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.covariance import edge_recovery
+    >>> truth = torch.tensor([[1.0, -0.4, 0.0], [-0.4, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    >>> found = torch.tensor([[1.0, -0.2, 0.1], [-0.2, 1.0, 0.0], [0.1, 0.0, 1.0]])
+    >>> edge_recovery(found, truth)
+    {'precision': 0.5, 'recall': 1.0, 'f1': 0.6666666666666666, 'tp': 1, 'fp': 1, 'fn': 0}
     """
     A = check_ndim(as_float_tensor(Theta_hat, "Theta_hat"), "Theta_hat", (2,))
     T = check_ndim(as_float_tensor(Theta_true, "Theta_true", like=A), "Theta_true", (2,))
