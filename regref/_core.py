@@ -168,7 +168,9 @@ def check_symmetric(A: torch.Tensor, name: str) -> torch.Tensor:
     """Raise ``ValueError`` unless ``A`` is square (last two dims) and symmetric."""
     if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
         raise ValueError(f"{name} must be a square matrix, got shape {tuple(A.shape)}")
-    scale = A.abs().amax() if A.numel() else A.new_tensor(0.0)
+    if A.numel() == 0:
+        return A
+    scale = A.abs().amax()
     tol = 100 * torch.finfo(A.dtype).eps * max(float(scale), 1.0)
     if float((A - A.mT).abs().amax()) > tol:
         raise ValueError(f"{name} must be symmetric")

@@ -125,6 +125,8 @@ def _unglued_numbers(md: str) -> list[str]:
         num = m.group(1)
         if re.fullmatch(r"(19|20)\d\d", num) or num in ALLOWED_NUMBERS:
             continue
+        if num.isdigit() and int(num) & (int(num) - 1) == 0:  # 128, 256, ...: problem sizes
+            continue
         if _significant_digits(num) >= 3:
             found.append(num)
     return found
