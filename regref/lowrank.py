@@ -54,7 +54,8 @@ __all__ = [
 
 _CHECK_EVERY = 5  # soft-impute iterations between two duality-gap checks
 _EXACT_MAX = 10**6  # up to m * n entries, ||R||_2 of the certificate by a dense SVD
-_POWER_STEPS = 30  # power steps that estimate ||R||_2 above that size
+_SCREEN_MIN = 10**5  # above m * n, the exact check is screened by a power estimate
+_POWER_STEPS = 20  # power steps of the estimate of ||R||_2
 _SPECTRAL_CHECK = 10  # power steps of spectral_norm between two checks
 
 
@@ -186,7 +187,7 @@ class Factors(NamedTuple):
 
 
 def _soft_impute_kernel(rows, cols, y, shape, lam, U, s, V, k, tol, max_iter, check_every,
-                        generator, residual_norm):
+                        generator, residual_norm, screen=None):
     r"""The part to copy: accelerated soft-impute on the observed entries ``y`` at
     ``(rows, cols)`` of an ``shape = (m, n)`` matrix,
 
@@ -198,8 +199,10 @@ def _soft_impute_kernel(rows, cols, y, shape, lam, U, s, V, k, tol, max_iter, ch
     when the objective rises), its SVT by one step of subspace iteration on ``k`` columns.
     ``residual_norm(r)`` bounds :math:`\|R\|_2` from above for the residual with values
     ``r`` on :math:`\Omega`, so that :math:`aR` with :math:`a = \min(1, \lambda/\|R\|_2)`
-    is dual feasible. Stops when the duality gap is at most ``tol`` times the objective at
-    zero. Returns ``(U, s, V, k, n_iter, gap / objective at zero)``.
+    is dual feasible; ``screen(r)``, if given, is a cheap estimate of it from below, used to
+    skip the costly bound while the estimated gap is still above ``tol``. Stops when the
+    duality gap is at most ``tol`` times the objective at zero. Returns ``(U, s, V, k,
+    n_iter, gap / objective at zero)``, the gap computed with ``residual_norm``.
     """
     (m, n), oversample = shape, 5
     def times(r, Q):  # P_Omega(R) @ Q, for the matrix R with values r on Omega
@@ -235,9 +238,12 @@ def _soft_impute_kernel(rows, cols, y, shape, lam, U, s, V, k, tol, max_iter, ch
         sw = torch.cat([(1 + beta) * s_new, -beta * s])
         U, s, V, t, f_old = U_new, s_new, V_new, t_new, f_new
         if n_iter % check_every == 0 or n_iter == max_iter:
-            a = min(1.0, lam / max(residual_norm(r), 1e-300))  # theta = a R, dual feasible
-            gap = f_new - (a * dot(y, r) - 0.5 * a * a * dot(r, r))
-            if gap <= tol * f0:
+            for norm in (screen, residual_norm) if screen else (residual_norm,):
+                a = min(1.0, lam / max(norm(r), 1e-300))  # theta = a R, dual feasible
+                gap = f_new - (a * dot(y, r) - 0.5 * a * a * dot(r, r))
+                if gap > tol * f0 and n_iter < max_iter:  # not yet: skip the costly bound
+                    break
+            if gap <= tol * f0 and norm is residual_norm:
                 break
     return U, s, V, k, n_iter, gap / f0
 
@@ -325,9 +331,9 @@ def _impute_path(Y, mask, lams, lam_name, tol, max_iter, rank, generator):
     lams = check_strength(lams, lam_name, y, ndims=(0,) if lam_name == "lam" else (1,))
     lams = lams.reshape(-1)
     m, n = shape
-    exact = m * n <= _EXACT_MAX
-    norm = _norm_exact(rows, cols, shape) if exact else _norm_estimate(rows, cols, shape,
-                                                                      generator)
+    estimate = _norm_estimate(rows, cols, shape, generator)
+    norm = _norm_exact(rows, cols, shape) if m * n <= _EXACT_MAX else estimate
+    screen = estimate if _SCREEN_MIN < m * n <= _EXACT_MAX else None
     U, s, V = y.new_zeros(m, 0), y.new_zeros(0), y.new_zeros(n, 0)
     out: list = [None] * len(lams)
     k, worst_iter, worst_gap = rank, 0, 0.0
@@ -337,7 +343,7 @@ def _impute_path(Y, mask, lams, lam_name, tol, max_iter, rank, generator):
         else:
             U, s, V, k, it, gap = _soft_impute_kernel(rows, cols, y, shape, float(lams[i]), U,
                                                       s, V, k, tol, max_iter, _CHECK_EVERY,
-                                                      generator, norm)
+                                                      generator, norm, screen)
         out[i] = Factors(U, s, V)
         worst_iter, worst_gap = max(worst_iter, it), max(worst_gap, gap)
     info = Info(worst_iter, worst_gap <= tol, worst_gap)

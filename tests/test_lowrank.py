@@ -154,6 +154,18 @@ def test_soft_impute_certificate_is_the_true_gap_at_the_returned_point(rng, tol_
     assert info.converged == (info.certificate <= tol_) and info.converged
 
 
+def test_soft_impute_screened_certificate_is_still_the_true_gap(rng):
+    """Above 1e5 entries the exact check is screened by a power estimate; what is returned
+    is still the gap with the exact ||R||_2."""
+    Y, mask = completion(rng, 400, 300, rank=3, frac=0.1, noise=0.1)
+    lam = 0.3 * np.linalg.norm(np.where(mask, Y, 0), 2)
+    p0 = 0.5 * (Y[mask] ** 2).sum()
+    Z, info = lowrank.soft_impute(Y, mask, lam, tol=1e-8, return_info=True)
+    assert info.converged
+    assert info.certificate == pytest.approx(exact_gap(Y, mask, f64(Z), lam) / p0, rel=1e-6,
+                                             abs=2e-14)
+
+
 def test_soft_impute_certificate_at_max_iter_is_true_too(rng):
     Y, mask = completion(rng, noise=0.3)
     p0 = 0.5 * (Y[mask] ** 2).sum()
