@@ -253,8 +253,8 @@ def fista(gradient, prox, gap, W, step, target, max_iter: int, check_every: int 
     computed every ``check_every`` steps. The momentum restarts whenever it points
     against the last step (O'Donoghue and Candes, 2015). A column is done when its gap
     is at most ``target`` or has not improved by 1% in ``stall`` checks (rounding); a
-    done column is frozen. Stops when all are done or after ``max_iter`` steps (a
-    multiple of ``check_every``; at least one check is made). Returns
+    done column is frozen. Stops when all are done or after ``max_iter`` steps (the gap
+    is checked after the last one). Returns
     ``(W, gaps, n_iter)``; the gaps are those of the returned ``W``. No validation, and
     one host synchronization per check.
     """
@@ -264,14 +264,15 @@ def fista(gradient, prox, gap, W, step, target, max_iter: int, check_every: int 
     active = torch.ones_like(target, dtype=torch.bool)
     gaps, n_iter = None, 0
     while n_iter < max_iter and bool(active.any()):
-        for _ in range(check_every):
+        steps = min(check_every, max_iter - n_iter)  # max_iter is a hard budget
+        for _ in range(steps):
             W_new = torch.where(active, prox(Z - step * gradient(Z), step), W)
             restart = ((Z - W_new) * (W_new - W)).sum(0) > 0
             t_new = (1 + torch.sqrt(1 + 4 * t * t)) / 2
             momentum = torch.where(restart, 0.0, (t - 1) / t_new)
             Z = W_new + momentum * (W_new - W)
             W, t = W_new, torch.where(restart, 1.0, t_new)
-        n_iter += check_every
+        n_iter += steps
         gaps = gap(W)
         improved = gaps < 0.99 * best
         best = torch.where(improved, gaps, best)

@@ -85,7 +85,7 @@ def _elastic_net(**kw):
 
 def _group_lasso(**kw):
     X, y = _regression()
-    return sparse.group_lasso(X, y, 0.05, torch.arange(12) // 3, **kw)
+    return sparse.group_lasso(X, y, 0.05, [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]], **kw)
 
 
 def _glasso(**kw):

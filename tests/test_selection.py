@@ -111,7 +111,7 @@ def test_loo_kernel_ridge_and_smoothing_spline(rng):
     x = np.sort(rng.uniform(0, 1, n))
     y = np.sin(6 * x) + 0.3 * rng.standard_normal(n)
     # kernel ridge: H = K (K + lam I)^-1
-    K = ridge.rbf_kernel(t(x[:, None]), gamma=3.0)
+    K = ridge.rbf_kernel(t(x[:, None]), length_scale=6 ** -0.5)  # gamma = 3
     lam = 0.1
     H = torch.linalg.solve(K + lam * torch.eye(n, dtype=torch.float64), K)  # symmetric
     errs = []
