@@ -113,14 +113,17 @@ def test_div_is_minus_adjoint_of_grad(rng, shape):
     assert np.allclose(g[..., 1, :, :].numpy(), g1, rtol=0, atol=1e-15)
 
 
-def test_grad_norm_squared_at_most_8(rng):
-    # power iteration on div(grad(.)) = -grad^T grad
-    v = torch.as_tensor(rng.standard_normal((16, 16)))
-    for _ in range(300):
+def test_grad_norm_squared_exact_and_below_8(rng):
+    """||grad||^2 = 4 sin^2(pi (H-1) / 2H) + 4 sin^2(pi (W-1) / 2W) < 8 (chapter 16): power
+    iteration on -div grad = grad^T grad approaches it from below."""
+    H, W = 12, 9
+    v = torch.as_tensor(rng.standard_normal((H, W)))
+    for _ in range(2000):
         v = -tv.div2d(tv.grad2d(v))
         v = v / v.norm()
     top = float((-tv.div2d(tv.grad2d(v)) * v).sum())
-    assert 7.5 < top <= 8.0 + 1e-12
+    exact = sum(4 * math.sin(math.pi * (n - 1) / (2 * n)) ** 2 for n in (H, W))
+    assert exact < 8 and exact - 1e-8 < top <= exact + tol(F64, 8)
 
 
 @pytest.mark.parametrize("isotropic", [True, False])
