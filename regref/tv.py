@@ -33,15 +33,18 @@ from collections.abc import Callable
 import torch
 
 from ._core import (
-    ConvergenceWarning,
     Info,
     as_float_tensor,
     check_finite,
+    check_generator,
     check_loop_options,
     check_ndim,
     check_positive,
     check_positive_int,
     check_strength,
+    power_iteration,
+    randn,
+    warn_not_converged,
 )
 
 __all__ = [
@@ -96,9 +99,8 @@ def _pixel_weights(weights, f: torch.Tensor) -> torch.Tensor | None:
 
 
 def _warn(name: str, tol: float, max_iter: int, reached: float) -> None:
-    warnings.warn(f"{name} did not reach a certificate of {tol:g} in {max_iter} iterations "
-                  f"(reached {reached:.3g}); increase max_iter or tol", ConvergenceWarning,
-                  stacklevel=3)
+    warn_not_converged(f"{name} did not reach a certificate of {tol:g} in {max_iter} "
+                       f"iterations (reached {reached:.3g}); increase max_iter or tol")
 
 
 # ----------------------------------------------------------------------------- operators
@@ -134,14 +136,28 @@ def grad2d(u) -> torch.Tensor:
     Parameters
     ----------
     u : tensor of shape (..., H, W)
+        Image(s), finite.
 
     Returns
     -------
-    tensor of shape (..., 2, H, W): vertical then horizontal differences.
+    tensor of shape (..., 2, H, W)
+        Vertical then horizontal differences.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.tv import grad2d
+    >>> grad2d(torch.tensor([[0.0, 1.0], [3.0, 5.0]]))
+    tensor([[[3., 4.],
+             [0., 0.]],
+    <BLANKLINE>
+            [[1., 0.],
+             [2., 0.]]])
     """
     u = as_float_tensor(u, "u")
     if u.ndim < 2:
         raise ValueError(f"u must have at least 2 dimensions (H, W), got shape {tuple(u.shape)}")
+    check_finite(u, "u")
     return _grad(u, u.new_empty(u.shape[:-2] + (2,) + u.shape[-2:]))
 
 
@@ -158,14 +174,26 @@ def div2d(p) -> torch.Tensor:
     Parameters
     ----------
     p : tensor of shape (..., 2, H, W)
+        Vector field(s), finite.
 
     Returns
     -------
     tensor of shape (..., H, W)
+        The divergence.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.tv import div2d, grad2d
+    >>> u = torch.arange(12.0).reshape(3, 4) ** 2
+    >>> p = torch.ones(2, 3, 4)
+    >>> float((grad2d(u) * p).sum() + (u * div2d(p)).sum())   # <grad u, p> = -<u, div p>
+    0.0
     """
     p = as_float_tensor(p, "p")
     if p.ndim < 3 or p.shape[-3] != 2:
         raise ValueError(f"p must have shape (..., 2, H, W), got {tuple(p.shape)}")
+    check_finite(p, "p")
     return _div(p, p.new_empty(p.shape[:-3] + p.shape[-2:]))
 
 
@@ -195,6 +223,16 @@ def tv_norm(u, *, isotropic: bool = True, weights=None) -> torch.Tensor:
     Returns
     -------
     tensor of shape () or (B,)
+        The total variation of each image.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.tv import tv_norm
+    >>> u = torch.zeros(4, 4)
+    >>> u[1:3, 1:3] = 1.0              # a 2 x 2 square: perimeter 8 (anisotropic)
+    >>> float(tv_norm(u, isotropic=False)), round(float(tv_norm(u)), 4)
+    (8.0, 7.4142)
     """
     u = _image(u, "u")
     w = _pixel_weights(weights, _batch(u))
@@ -204,30 +242,63 @@ def tv_norm(u, *, isotropic: bool = True, weights=None) -> torch.Tensor:
     return mag.sum((-2, -1))
 
 
-def _project(q: torch.Tensor, radius: torch.Tensor, isotropic: bool,
-             buf: torch.Tensor | None = None) -> torch.Tensor:
-    """In place: each pixel's pair q_ij (q of shape (B, 2, H, W)) onto the ball of radius
-    ``radius`` ((B, 1, 1) or (B, H, W)), Euclidean (isotropic) or l_inf (anisotropic, a clip).
-    ``buf`` (B, H, W) is scratch space."""
-    if not isotropic:
-        r = radius[:, None]
-        return q.clamp_(min=-r, max=r)
-    buf = torch.hypot(q[:, 0], q[:, 1], out=buf)
-    scale = torch.div(radius, buf.clamp_(min=torch.finfo(q.dtype).tiny), out=buf).clamp_(max=1.0)
-    return q.mul_(scale[:, None])
+def _rof_kernel(f, radius, isotropic, tol, max_iter, check_every):
+    r"""The part to copy: ROF denoising of a batch by accelerated primal-dual iterations.
 
+    For each image of ``f`` (B, H, W) it minimizes
+    :math:`P(u) = \tfrac12\|u - f\|^2 + \sum_{ij} r_{ij}|(\nabla u)_{ij}|` with
+    ``radius`` :math:`r = \lambda w` of shape (B, 1, 1) or (B, H, W), by Chambolle and Pock's
+    accelerated method for a 1-strongly convex primal. Every ``check_every`` iterations it
+    evaluates the duality gap :math:`P(u) - D(p)` at ``u`` and at
+    :math:`u_p = f + \operatorname{div} p`, keeps the better of the two for each image, and
+    stops when every gap divided by :math:`P(\bar f) = \tfrac12\|f - \bar f\|^2` is at most
+    ``tol`` or after ``max_iter`` iterations. Returns ``(u, relative gap of that u, n_iter)``.
+    """
+    def grad(u):  # forward differences, zero past the last row / column: (B, 2, H, W)
+        g = u.new_zeros(u.shape[0], 2, *u.shape[1:])
+        g[:, 0, :-1] = u[:, 1:] - u[:, :-1]
+        g[:, 1, :, :-1] = u[:, :, 1:] - u[:, :, :-1]
+        return g
 
-def _tv_gap(u, p, lam, w, isotropic, g):
-    r"""Per image: :math:`\lambda\mathrm{TV}_w(u) - \langle \nabla u, p\rangle`, nonnegative
-    when :math:`|p_{ij}| \le \lambda w_{ij}` (Fenchel-Young), zero iff p is optimal for u."""
-    _grad(u, g)
-    mag = _magnitude(g, isotropic)
-    if w is not None:
-        mag = mag * w
-    return lam[:, 0, 0] * mag.sum((-2, -1)) - (g * p).sum((-3, -2, -1))
+    def div(p):  # minus the adjoint of grad
+        d = torch.zeros_like(p[:, 0])
+        d[:, :-1] += p[:, 0, :-1]
+        d[:, 1:] -= p[:, 0, :-1]
+        d[:, :, :-1] += p[:, 1, :, :-1]
+        d[:, :, 1:] -= p[:, 1, :, :-1]
+        return d
 
+    def magnitude(g):  # pointwise Euclidean (isotropic) or l1 norm of the pairs
+        return torch.hypot(g[:, 0], g[:, 1]) if isotropic else g.abs().sum(1)
 
-_TAU0, _GAMMA = 0.3, 0.5  # first primal step and strong-convexity modulus used by tv_denoise
+    def project(q):  # each pair onto the ball of radius r (Euclidean, or the l_inf box)
+        if not isotropic:
+            return q.clamp(min=-radius[:, None], max=radius[:, None])
+        return q * (radius / magnitude(q).clamp(min=tiny)).clamp(max=1.0)[:, None]
+
+    def gap(u, p):  # P(u) - D(p) = 1/2 ||u - u_p||^2 + sum r |grad u| - <grad u, p> >= 0
+        g = grad(u)
+        return (0.5 * ((u - f - div(p)) ** 2).sum((1, 2))
+                + (radius * magnitude(g)).sum((1, 2)) - (g * p).sum((1, 2, 3)))
+
+    tiny = torch.finfo(f.dtype).tiny
+    scale = (0.5 * ((f - f.mean((1, 2), keepdim=True)) ** 2).sum((1, 2))).clamp(min=tiny)
+    tau, sigma, gamma = 0.3, 1.0 / (8 * 0.3), 0.5    # tau * sigma * ||grad||^2 <= 1
+    u, u_bar, p, n_iter = f.clone(), f.clone(), grad(f).zero_(), 0
+    while True:
+        for _ in range(min(check_every, max_iter - n_iter)):
+            p = project(p + sigma * grad(u_bar))
+            u_old, u = u, (u + tau * (f + div(p))) / (1.0 + tau)
+            theta = 1.0 / math.sqrt(1.0 + 2.0 * gamma * tau)
+            tau, sigma = theta * tau, sigma / theta
+            u_bar = u + theta * (u - u_old)
+            n_iter += 1
+        u_p = f + div(p)
+        gap_u, gap_p = gap(u, p), gap(u_p, p)
+        best = torch.where((gap_p <= gap_u)[:, None, None], u_p, u)
+        cert = torch.minimum(gap_u, gap_p) / scale
+        if bool((cert <= tol).all()) or n_iter >= max_iter:
+            return best, cert, n_iter
 
 
 def tv_denoise(f, lam, *, weights=None, isotropic: bool = True, tol=None,
@@ -252,22 +323,25 @@ def tv_denoise(f, lam, *, weights=None, isotropic: bool = True, tol=None,
               \sigma \leftarrow \sigma/\theta, \quad \bar u \leftarrow u^+ + \theta(u^+ - u),
 
     with :math:`\tau_0\sigma_0 = 1/8 \le 1/\|\nabla\|^2`, :math:`\tau_0 = 0.3`,
-    :math:`\gamma = 0.5`; :math:`\|u - u^\star\|^2 = O(1/k^2)`. Cost per iteration: about
-    15 passes over :math:`BHW` numbers, no allocation; every ``check_every`` iterations the
-    gap is computed (one host synchronization).
+    :math:`\gamma = 0.5`; :math:`\|u - u^\star\|^2 = O(1/k^2)`. Cost per iteration: a few
+    dozen elementwise passes over :math:`BHW` numbers; every ``check_every`` iterations the
+    gap is computed (one host synchronization). The iteration is ``_rof_kernel``, pure torch,
+    which can be copied on its own.
 
     Certificate: for any :math:`u` and feasible :math:`p`, the duality gap is
     :math:`P(u) - D(p) = \tfrac12\|u - u_p\|^2 + \lambda\mathrm{TV}_w(u) - \langle\nabla u,
     p\rangle \ge 0`; it bounds :math:`P(u) - P(u^\star)` and :math:`\tfrac12\|u -
-    u^\star\|^2`. It is evaluated at both :math:`u` and :math:`u_p`, and the better one is
-    returned. The solver stops when, for every image, the gap is at most ``tol`` times
-    :math:`P(\bar f) = \tfrac12\|f - \bar f\|^2`, the objective at the constant image equal
-    to the mean of :math:`f` (which the solution preserves).
+    u^\star\|^2`. It is evaluated at both :math:`u` and :math:`u_p`, and for each image the
+    one with the smaller gap is returned, with that gap. The solver stops when, for every
+    image, the gap is at most ``tol`` times :math:`P(\bar f) = \tfrac12\|f - \bar f\|^2`,
+    the objective at the constant image equal to the mean of :math:`f` (which the solution
+    preserves).
 
     Parameters
     ----------
     f : tensor of shape (H, W) or (B, H, W)
-        Noisy image(s); a batch is solved in one pass.
+        Noisy image(s); a batch is solved in one pass. Its dtype and device are used
+        throughout: ``lam`` and ``weights`` are converted to them.
     lam : float or tensor of shape (B,)
         Strength(s) :math:`\lambda \ge 0` (scikit-image's ``weight``).
     weights : tensor of shape (H, W) or (B, H, W), optional
@@ -276,76 +350,109 @@ def tv_denoise(f, lam, *, weights=None, isotropic: bool = True, tol=None,
         Isotropic (default) or anisotropic TV.
     tol : float, optional
         Relative duality gap, see above. Default ``1e-8`` in float64, ``1e-5`` in float32.
-    max_iter, check_every : int
-        Iteration budget (a :class:`regref.ConvergenceWarning` when it is reached) and the
-        period of the gap check.
+    max_iter : int
+        Budget of iterations (each one dual and one primal step, for the whole batch); a
+        :class:`regref.ConvergenceWarning` when it is reached.
+    check_every : int
+        Iterations between two evaluations of the gap.
     return_info : bool
-        Also return :class:`regref.Info`; ``certificate`` is the largest relative gap.
+        Also return :class:`regref.Info`; ``certificate`` is the largest relative gap over the
+        batch, that of the returned images, and ``converged == (certificate <= tol)``.
 
     Returns
     -------
     u : tensor of ``f``'s shape, device and dtype
+        The denoised image(s).
+    info : regref.Info
+        Only with ``return_info=True``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.tv import tv_denoise
+    >>> f = torch.zeros(8, 8, dtype=torch.float64)
+    >>> f[2:6, 2:6] = 1.0
+    >>> u, info = tv_denoise(f, 0.1, return_info=True)
+    >>> info.converged, round(float(u[3, 3]), 3), round(float(u.mean()), 4)   # keeps the mean
+    (True, 0.912, 0.25)
     """
     f = _image(f, "f")
     fb = _batch(f)
     lam_b = _strengths(lam, fb)
     w = _pixel_weights(weights, fb)
     tol, max_iter, check_every = check_loop_options(tol, max_iter, check_every, f.dtype, 1e-8, 1e-5)
-    u, info = _rof(fb, lam_b, w, isotropic, tol, max_iter, check_every)
+    radius = lam_b if w is None else lam_b * w
+    with torch.no_grad():
+        u, cert, n_iter = _rof_kernel(fb, radius, isotropic, tol, max_iter, check_every)
+    worst = float(cert.amax())
+    info = Info(n_iter=n_iter, converged=worst <= tol, certificate=worst)
+    if not info.converged:
+        _warn("tv_denoise", tol, max_iter, worst)
     if f.ndim == 2:
         u = u[0]
     return (u, info) if return_info else u
 
 
-@torch.no_grad()
-def _rof(f, lam, w, isotropic, tol, max_iter, check_every):
-    """Accelerated primal-dual iterations for ROF on a validated batch f (B, H, W)."""
-    B, H, W = f.shape
-    scale = 0.5 * ((f - f.mean((1, 2), keepdim=True)) ** 2).sum((1, 2))
-    scale = scale.clamp(min=torch.finfo(f.dtype).tiny)
-    radius = lam if w is None else lam * w
-    tau, sigma = _TAU0, 1.0 / (8.0 * _TAU0)
-    u, u_bar, u_old = f.clone(), f.clone(), torch.empty_like(f)
-    d, buf = torch.empty_like(f), torch.empty_like(f)
-    p, g = f.new_zeros(B, 2, H, W), f.new_empty(B, 2, H, W)
-    n_iter = 0
-    while True:
-        for _ in range(min(check_every, max_iter - n_iter)):
-            _project(p.add_(_grad(u_bar, g), alpha=sigma), radius, isotropic, buf)
-            u_old.copy_(u)
-            u.add_(_div(p, d).add_(f), alpha=tau).div_(1.0 + tau)
-            theta = 1.0 / math.sqrt(1.0 + 2.0 * _GAMMA * tau)
-            tau, sigma = theta * tau, sigma / theta
-            torch.sub(u, u_old, out=u_bar).mul_(theta).add_(u)
-            n_iter += 1
-        u_p = _div(p, d).add_(f)
-        gap_p = _tv_gap(u_p, p, lam, w, isotropic, g)
-        gap_u = 0.5 * ((u - u_p) ** 2).sum((1, 2)) + _tv_gap(u, p, lam, w, isotropic, g)
-        better = (gap_p < gap_u)
-        gap = torch.minimum(gap_p, gap_u) / scale
-        worst = float(gap.amax())
-        if worst <= tol or n_iter >= max_iter:
-            break
-    u = torch.where(better[:, None, None], u_p, u)
-    info = Info(n_iter=n_iter, converged=worst <= tol, certificate=worst)
-    if not info.converged:
-        _warn("tv_denoise", tol, max_iter, worst)
-    return u, info
-
-
 # ----------------------------------------------------------------------------- Chambolle-Pock
 
-def _power_norm2(A, AT, x0: torch.Tensor, generator, iters: int = 50) -> float:
-    """Largest eigenvalue of AᵀA by power iteration from a random start, times 1.05."""
-    v = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
-    lam = 0.0
-    for _ in range(iters):
-        v = v / v.norm().clamp(min=torch.finfo(x0.dtype).tiny)
-        Av = AT(A(v))
-        lam = float((v * Av).sum())
-        v = Av
-    return 1.05 * lam
+_POWER_STEPS = 50   # power iterations for ||A||^2 in chambolle_pock
 
+
+def _pdhg_kernel(A, AT, b, radius, isotropic, tau, sigma, tol, max_iter, check_every):
+    r"""The part to copy: TV-regularized least squares by Chambolle and Pock's method.
+
+    For a batch it minimizes :math:`P(u) = \tfrac12\|Au - b\|^2 + \sum_{ij}
+    r_{ij}|(\nabla u)_{ij}|` (``radius`` :math:`r = \lambda w`, shape (B, 1, 1) or
+    (B, H, W)); ``A`` maps images (B, H, W) to data of ``b``'s shape (B, ...) and ``AT`` back.
+    Primal-dual hybrid gradient on :math:`\min_u F(Ku)`, :math:`K = (A, \nabla)`, with dual
+    variables ``y`` (data) and ``p`` (gradient); needs :math:`\tau\sigma\|K\|^2 < 1`. Every
+    ``check_every`` iterations it computes, per image, the KKT residual
+    :math:`\max(\tfrac12\|Au - b - y\|^2 + \sum r|\nabla u| - \langle\nabla u, p\rangle)/P(0),
+    \ \|A^\top y - \operatorname{div} p\|/\|A^\top b\|)` and stops when every one is at most
+    ``tol`` or after ``max_iter`` iterations. Returns ``(u, residual of that u, n_iter)``.
+    """
+    def grad(u):  # forward differences, zero past the last row / column: (B, 2, H, W)
+        g = u.new_zeros(u.shape[0], 2, *u.shape[1:])
+        g[:, 0, :-1] = u[:, 1:] - u[:, :-1]
+        g[:, 1, :, :-1] = u[:, :, 1:] - u[:, :, :-1]
+        return g
+
+    def div(p):  # minus the adjoint of grad
+        d = torch.zeros_like(p[:, 0])
+        d[:, :-1] += p[:, 0, :-1]
+        d[:, 1:] -= p[:, 0, :-1]
+        d[:, :, :-1] += p[:, 1, :, :-1]
+        d[:, :, 1:] -= p[:, 1, :, :-1]
+        return d
+
+    def magnitude(g):  # pointwise Euclidean (isotropic) or l1 norm of the pairs
+        return torch.hypot(g[:, 0], g[:, 1]) if isotropic else g.abs().sum(1)
+
+    def project(q):  # each pair onto the ball of radius r (Euclidean, or the l_inf box)
+        if not isotropic:
+            return q.clamp(min=-radius[:, None], max=radius[:, None])
+        return q * (radius / magnitude(q).clamp(min=tiny)).clamp(max=1.0)[:, None]
+
+    tiny = torch.finfo(b.dtype).tiny
+    dims = tuple(range(1, b.ndim))
+    atb = AT(b)
+    scale_gap = (0.5 * (b * b).sum(dims)).clamp(min=tiny)              # P(0)
+    scale_stat = atb.flatten(1).norm(dim=1).clamp(min=tiny)            # ||A^T b||
+    u, u_bar, y, p, n_iter = atb * 0, atb * 0, b * 0, grad(atb).zero_(), 0
+    while True:
+        for _ in range(min(check_every, max_iter - n_iter)):
+            y = (y + sigma * (A(u_bar) - b)) / (1.0 + sigma)
+            p = project(p + sigma * grad(u_bar))
+            u_old, u = u, u - tau * (AT(y) - div(p))
+            u_bar = 2 * u - u_old
+            n_iter += 1
+        g, r = grad(u), A(u) - b - y
+        fy_gap = (0.5 * (r * r).sum(dims) + (radius * magnitude(g)).sum((1, 2))
+                  - (g * p).sum((1, 2, 3)))
+        stationarity = (AT(y) - div(p)).flatten(1).norm(dim=1)
+        cert = torch.maximum(fy_gap / scale_gap, stationarity / scale_stat)
+        if bool((cert <= tol).all()) or n_iter >= max_iter:
+            return u, cert, n_iter
 
 def chambolle_pock(A: Callable, AT: Callable, b, lam, *, weights=None, isotropic: bool = True,
                    op_norm=None, step_ratio: float = 1.0, tol=None, max_iter: int = 20_000,
@@ -364,18 +471,24 @@ def chambolle_pock(A: Callable, AT: Callable, b, lam, *, weights=None, isotropic
               u^+ &\leftarrow u - \tau(A^\top y - \operatorname{div} p), \qquad
               \bar u \leftarrow 2u^+ - u,
 
-    with :math:`\tau\sigma\|K\|^2 < 1`, :math:`\|K\|^2 \le \|A\|^2 + 8`; :math:`\|A\|^2` is
-    estimated by power iteration on :math:`A^\top A` (+5%) unless ``op_norm`` is given.
-    ``step_ratio`` is :math:`\sigma/\tau`. Cost per iteration: one :math:`A` and one
-    :math:`A^\top`, plus :math:`O(BHW)`; the certificate costs one more :math:`A`.
+    with :math:`\tau\sigma\|K\|^2 < 1`, :math:`\|K\|^2 \le \|A\|^2 + 8`. Unless ``op_norm``
+    is given, :math:`\|A\|^2` is estimated by 50 steps of power iteration on
+    :math:`A^\top A` from a random start (an estimate from below, so it is enlarged by 5%:
+    the steps are then safe unless the start is nearly orthogonal to the top singular
+    vector). ``step_ratio`` is :math:`\sigma/\tau`. Cost per iteration: one :math:`A` and
+    one :math:`A^\top`, plus :math:`O(BHW)`; the check costs one more of each. The iteration
+    is ``_pdhg_kernel``, pure torch, which can be copied on its own.
 
-    Certificate: :math:`(u, y, p)` is optimal iff the Fenchel-Young gap
+    Certificate (a KKT residual, not a duality gap): :math:`(u, y, p)` is a saddle point iff
+    the Fenchel-Young gap of :math:`F`,
     :math:`\tfrac12\|Au - b - y\|^2 + \lambda\mathrm{TV}_w(u) - \langle\nabla u, p\rangle`
-    (nonnegative) and the stationarity residual :math:`\|A^\top y - \operatorname{div} p\|`
-    vanish, and :math:`P(u) - P^\star \le \text{gap} + \|u - u^\star\|\,\text{residual}`.
+    (nonnegative), and the stationarity residual :math:`\|A^\top y - \operatorname{div}
+    p\|` both vanish. They bound the suboptimality only through the unknown distance to
+    a solution, :math:`P(u) - P^\star \le \text{gap} + \|u - u^\star\|\,\text{residual}`.
     The solver stops when, for every image, both the gap divided by :math:`P(0) =
     \tfrac12\|b\|^2` and the residual divided by :math:`\|A^\top b\|` are at most ``tol``;
-    ``certificate`` is the larger of the two (worst image).
+    ``certificate`` is the larger of the two (worst image), computed at the returned
+    :math:`u`.
 
     Parameters
     ----------
@@ -384,11 +497,14 @@ def chambolle_pock(A: Callable, AT: Callable, b, lam, *, weights=None, isotropic
         fixes the image shape) and ``A`` must map it back to ``b``'s shape; both act on the
         whole batch at once.
     b : tensor
-        Data, of the shape ``A`` produces (a leading batch dimension when batched).
+        Data, of the shape ``A`` produces (a leading batch dimension when batched). Its
+        dtype and device are used throughout: ``lam`` and ``weights`` are converted to them.
     lam : float or tensor of shape (B,)
         Strength(s) :math:`\lambda \ge 0`.
-    weights, isotropic
-        As in :func:`tv_denoise`.
+    weights : tensor of shape (H, W) or (B, H, W), optional
+        Nonnegative pixel weights of the weighted TV (default 1).
+    isotropic : bool
+        Isotropic (default) or anisotropic TV.
     op_norm : float, optional
         An upper bound on :math:`\|A\|` (skips the power iteration).
     step_ratio : float
@@ -396,16 +512,38 @@ def chambolle_pock(A: Callable, AT: Callable, b, lam, *, weights=None, isotropic
         :math:`\sigma = 0.99\sqrt{r}/\|K\|`.
     tol : float, optional
         Default ``1e-6`` in float64, ``1e-4`` in float32.
-    max_iter, check_every : int
+    max_iter : int
+        Budget of iterations (each one dual and one primal step, for the whole batch); a
+        :class:`regref.ConvergenceWarning` when it is reached.
+    check_every : int
+        Iterations between two evaluations of the certificate.
     generator : torch.Generator, optional
-        For the power iteration's random start.
+        A CPU generator for the power iteration's random start (drawn on the CPU, then
+        moved to ``b``'s device).
     return_info : bool
+        Also return :class:`regref.Info`.
 
     Returns
     -------
     u : tensor of the image shape, on ``b``'s device and dtype
+        The reconstruction(s).
+    info : regref.Info
+        Only with ``return_info=True``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.tv import chambolle_pock
+    >>> b = torch.zeros(8, 8, dtype=torch.float64)
+    >>> b[2:6, 2:6] = 1.0
+    >>> def ident(u):
+    ...     return u
+    >>> u, info = chambolle_pock(ident, ident, b, 0.1, op_norm=1.0, return_info=True)
+    >>> info.converged, round(float(u[3, 3]), 3)     # A = I: tv_denoise's solution
+    (True, 0.912)
     """
     b = check_finite(as_float_tensor(b, "b"), "b")
+    generator = check_generator(generator)
     x0 = AT(b)
     if not isinstance(x0, torch.Tensor) or x0.ndim not in (2, 3):
         raise ValueError("AT(b) must be an image tensor of shape (H, W) or (B, H, W), got "
@@ -420,58 +558,35 @@ def chambolle_pock(A: Callable, AT: Callable, b, lam, *, weights=None, isotropic
     w = _pixel_weights(weights, xb)
     tol, max_iter, check_every = check_loop_options(tol, max_iter, check_every, b.dtype, 1e-6, 1e-4)
     ratio = check_positive(step_ratio, "step_ratio")
-    if op_norm is None:
-        norm2 = _power_norm2(A, AT, x0, generator)
-    else:
-        norm2 = check_positive(op_norm, "op_norm") ** 2
-    K = math.sqrt(norm2 + 8.0)
-    tau, sigma = 0.99 / (K * math.sqrt(ratio)), 0.99 * math.sqrt(ratio) / K
-    u, info = _pdhg(A, AT, b, xb, batched, lam_b, w, isotropic, tau, sigma, tol, max_iter,
-                    check_every)
-    u = u if batched else u[0]
-    return (u, info) if return_info else u
 
-
-@torch.no_grad()
-def _pdhg(A, AT, b, x0, batched, lam, w, isotropic, tau, sigma, tol, max_iter, check_every):
-    """The Chambolle-Pock iterations on a batch of images x0 (B, H, W)."""
-    def fwd(v):  # A on the (B, H, W) batch, result with b's shape
-        return A(v if batched else v[0])
-
-    def adj(y):
-        out = AT(y)
+    def fwd(v):  # A on a (B, H, W) batch, result with a leading batch dimension
+        out = A(v if batched else v[0])
         return out if batched else out[None]
 
-    B = x0.shape[0]
-    dims = tuple(range(1, b.ndim)) if batched else tuple(range(b.ndim))
-    p0 = 0.5 * (b * b).sum(dims).reshape(B).clamp(min=torch.finfo(b.dtype).tiny)
-    atb = x0.flatten(1).norm(dim=1).clamp(min=torch.finfo(b.dtype).tiny)
-    radius = lam if w is None else lam * w
-    u, u_bar = torch.zeros_like(x0), torch.zeros_like(x0)
-    y = torch.zeros_like(b)
-    p, g = x0.new_zeros(B, 2, *x0.shape[1:]), x0.new_empty(B, 2, *x0.shape[1:])
-    d, buf = torch.empty_like(x0), torch.empty_like(x0)
-    n_iter = 0
-    while True:
-        for _ in range(min(check_every, max_iter - n_iter)):
-            y = (y + sigma * (fwd(u_bar) - b)) / (1.0 + sigma)
-            _project(p.add_(_grad(u_bar, g), alpha=sigma), radius, isotropic, buf)
-            step = adj(y) - _div(p, d)
-            torch.add(u, step, alpha=-2.0 * tau, out=u_bar)   # u_bar = 2 u+ - u
-            u.sub_(step, alpha=tau)
-            n_iter += 1
-        r_data = fwd(u) - b - y
-        fy = 0.5 * (r_data * r_data).sum(dims).reshape(B)
-        fy = fy + _tv_gap(u, p, lam, w, isotropic, g)
-        stat = (adj(y) - _div(p, d)).flatten(1).norm(dim=1)
-        cert = torch.maximum(fy / p0, stat / atb)
-        worst = float(cert.amax())
-        if worst <= tol or n_iter >= max_iter:
-            break
+    def adj(y):
+        out = AT(y if batched else y[0])
+        return out if batched else out[None]
+
+    with torch.no_grad():
+        if op_norm is None:
+            start = randn((x0.numel(),), generator, x0)
+            top, _ = power_iteration(lambda v: adj(fwd(v.reshape(xb.shape))).reshape(-1),
+                                     start, _POWER_STEPS)
+            norm2 = 1.05 * float(top)
+        else:
+            norm2 = check_positive(op_norm, "op_norm") ** 2
+        K = math.sqrt(norm2 + 8.0)
+        tau, sigma = 0.99 / (K * math.sqrt(ratio)), 0.99 * math.sqrt(ratio) / K
+        bb = b if batched else b[None]
+        radius = lam_b if w is None else lam_b * w
+        u, cert, n_iter = _pdhg_kernel(fwd, adj, bb, radius, isotropic, tau, sigma, tol,
+                                       max_iter, check_every)
+    worst = float(cert.amax())
     info = Info(n_iter=n_iter, converged=worst <= tol, certificate=worst)
     if not info.converged:
         _warn("chambolle_pock", tol, max_iter, worst)
-    return u, info
+    u = u if batched else u[0]
+    return (u, info) if return_info else u
 
 
 # ----------------------------------------------------------------------------- tomography
@@ -498,11 +613,24 @@ def parallel_beam(n: int, angles, *, n_det: int | None = None, dtype=torch.float
         Projection angles in radians.
     n_det : int, optional
         Detector bins; default :math:`\lceil\sqrt2\,n\rceil`, enough for every pixel.
+    dtype : torch.dtype
+        Of the matrix (built in float64, then converted).
+    device : torch.device, optional
+        Where the matrix is moved at the end (default: the CPU).
 
     Returns
     -------
-    sparse CSR tensor of shape (len(angles) * n_det, n * n): rows ordered angle-major,
-    columns the row-major flattened image. Use :func:`matrix_operator` for an ``(A, AT)`` pair.
+    sparse CSR tensor of shape (len(angles) * n_det, n * n)
+        Rows ordered angle-major, columns the row-major flattened image. Use
+        :func:`matrix_operator` for an ``(A, AT)`` pair.
+
+    Examples
+    --------
+    >>> import math
+    >>> from regref.tv import parallel_beam
+    >>> M = parallel_beam(4, [0.0, math.pi / 2])
+    >>> tuple(M.shape), float(M.to_dense().sum(0)[0])    # each pixel's mass, once per angle
+    ((12, 16), 2.0)
     """
     n = check_positive_int(n, "n")
     theta = check_finite(as_float_tensor(angles, "angles").to(torch.float64), "angles")
@@ -540,9 +668,27 @@ def matrix_operator(M: torch.Tensor, shape: tuple[int, int]):
     :math:`M` dense or sparse of shape (m, H W) (e.g. :func:`parallel_beam`); the batch is one
     matrix product. Cost: :math:`O(\mathrm{nnz}(M))` per image.
 
+    Parameters
+    ----------
+    M : tensor of shape (m, H W)
+        Dense or sparse (COO/CSR) matrix acting on row-major flattened images.
+    shape : tuple of int
+        The image shape ``(H, W)``.
+
     Returns
     -------
-    (A, AT) : callables, ready for :func:`chambolle_pock`
+    A : callable
+        Images (H, W) or (B, H, W) to vectors (m,) or (B, m).
+    AT : callable
+        Its adjoint, vectors back to images; the pair is ready for :func:`chambolle_pock`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.tv import matrix_operator
+    >>> A, AT = matrix_operator(torch.ones(1, 4), (2, 2))    # the sum of the pixels
+    >>> A(torch.ones(3, 2, 2)).flatten().tolist(), AT(torch.tensor([2.0])).tolist()
+    ([4.0, 4.0, 4.0], [[2.0, 2.0], [2.0, 2.0]])
     """
     H, W = shape
     if M.ndim != 2 or M.shape[1] != H * W:
@@ -589,11 +735,24 @@ def blur_fft(u, kernel) -> torch.Tensor:
     Parameters
     ----------
     u : tensor of shape (H, W) or (B, H, W)
+        Image(s).
     kernel : tensor of shape (kh, kw), no larger than the image
+        Point-spread function, converted to ``u``'s dtype and device.
 
     Returns
     -------
     tensor of ``u``'s shape
+        The blurred image(s).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.tv import blur_fft
+    >>> u = torch.zeros(5, 5, dtype=torch.float64)
+    >>> u[0, 0] = 1.0
+    >>> out = blur_fft(u, torch.ones(3, 3, dtype=torch.float64) / 9)
+    >>> round(float(out[4, 4]), 4), round(float(out.sum()), 4)   # wraps around the corner
+    (0.1111, 1.0)
     """
     u = _image(u, "u")
     K = _kernel_fft(kernel, u)
@@ -621,18 +780,29 @@ def deconvolve_fft(f, kernel, lam, *, order: int = 0) -> torch.Tensor:
     kernel : tensor of shape (kh, kw)
         Point-spread function, centred at ``(kh // 2, kw // 2)`` (as in :func:`blur_fft`).
     lam : float >= 0
+        Strength :math:`\lambda`.
     order : int >= 0
         Sobolev order :math:`s` of the penalty.
 
     Returns
     -------
     u : tensor of ``f``'s shape
+        The restored image(s).
 
     Raises
     ------
     ValueError
         If the normal equations are singular (a frequency where both :math:`\hat k` and the
         penalty's symbol vanish, e.g. ``order >= 1`` with a kernel summing to zero).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.tv import deconvolve_fft
+    >>> f = torch.ones(4, 4, dtype=torch.float64)
+    >>> delta = torch.ones(1, 1, dtype=torch.float64)       # no blur: Tikhonov shrinks
+    >>> round(float(deconvolve_fft(f, delta, 1.0)[0, 0]), 4)
+    0.5
     """
     f = _image(f, "f")
     lam = float(check_strength(lam, "lam", f))
@@ -662,8 +832,13 @@ def pnp_proximal_gradient(grad_f: Callable, denoiser: Callable, x0, step, *, tol
     (ISTA) for :math:`\min f + g`, e.g. :math:`D = ` soft thresholding at
     :math:`\gamma\lambda` gives the lasso's ISTA, iterate for iterate; plug-and-play
     replaces the prox by any denoiser (a TV denoiser, a learned network). Convergence needs
-    conditions on :math:`D` (nonexpansive, or an exact prox of some function, chapter 16);
-    the loop stops on the fixed-point residual, which vanishes exactly at fixed points.
+    conditions on :math:`D` (nonexpansive, or an exact prox of some function, chapter 16).
+
+    Certificate: the relative fixed-point residual
+    :math:`\|x_{k+1} - x_k\|/\max(\|x_{k+1}\|, 1)` at the returned :math:`x_{k+1}`. It
+    vanishes exactly at fixed points, but it is **not** an optimality certificate: it bounds
+    no objective gap (a denoiser need not minimize anything), and for a slowly converging
+    iteration it can be small far from the fixed point.
 
     Cost per iteration: one gradient and one denoiser call, on whatever shape (and batch)
     ``x0`` has.
@@ -682,14 +857,33 @@ def pnp_proximal_gradient(grad_f: Callable, denoiser: Callable, x0, step, *, tol
     tol : float, optional
         Stop when :math:`\|x_{k+1} - x_k\| \le` ``tol`` :math:`\cdot\max(\|x_{k+1}\|, 1)`
         (whole tensor). Default ``1e-10`` in float64, ``1e-6`` in float32.
-    max_iter, check_every : int
-        Budget (:class:`regref.ConvergenceWarning` when reached) and check period.
+    max_iter : int
+        Budget of iterations (one gradient and one denoiser call each);
+        :class:`regref.ConvergenceWarning` when reached.
+    check_every : int
+        Iterations between two evaluations of the residual.
     return_info : bool
-        Also return :class:`regref.Info`; ``certificate`` is the last relative residual.
+        Also return :class:`regref.Info`; ``certificate`` is the fixed-point residual above
+        and ``converged == (certificate <= tol)``.
 
     Returns
     -------
     x : tensor of ``x0``'s shape
+        The last iterate.
+    info : regref.Info
+        Only with ``return_info=True``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.tv import pnp_proximal_gradient
+    >>> def grad_f(x):                        # f(x) = ||x - 3||^2 / 2
+    ...     return x - 3.0
+    >>> def shrink(v):                        # prox of 0.5 * g, g(x) = ||x||^2 / 2
+    ...     return v / 1.5
+    >>> x, info = pnp_proximal_gradient(grad_f, shrink, torch.zeros(2), 0.5, return_info=True)
+    >>> info.converged, round(float(x[0]), 4)   # the minimizer of f + g
+    (True, 1.5)
     """
     x = check_finite(as_float_tensor(x0, "x0"), "x0")
     step = check_positive(step, "step")
