@@ -16,12 +16,14 @@ APPENDIX = ROOT / "book" / "appendices"
 CSV = APPENDIX / "papers.csv"
 PAGE = APPENDIX / "papers.md"
 
-spec = importlib.util.spec_from_file_location("paper_map", ROOT / "book" / "_tools" / "paper_map.py")
+spec = importlib.util.spec_from_file_location(
+    "paper_map", ROOT / "book" / "_tools" / "paper_map.py")
 paper_map = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(paper_map)
 
 # The seeds live beside the repository (../shared/seeds); REGREF_SEEDS overrides that.
-SEEDS = Path(os.environ.get("REGREF_SEEDS", Path(__file__).resolve().parents[2] / "shared" / "seeds"))
+SEEDS = Path(os.environ.get("REGREF_SEEDS",
+                           Path(__file__).resolve().parents[2] / "shared" / "seeds"))
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +117,8 @@ def test_page_counts_match_data(rows):
     block = text.split(paper_map.BEGIN)[1].split(paper_map.END)[0]
     assert f"**{len(rows)} papers**" in block
     fam, chap = paper_map.counts(rows)
-    page_fam = dict(re.findall(r"^\| ((?:F\d+ [^|]+?)|no family) \| [^|]+ \| (\d+) \|$", block, re.M))
+    row = r"^\| ((?:F\d+ [^|]+?)|no family) \| [^|]+ \| (\d+) \|$"
+    page_fam = dict(re.findall(row, block, re.M))
     assert {k: int(v) for k, v in page_fam.items()} == {
         f"{c} {n}": fam.get(f"{c} {n}", 0) for c, (n, _) in paper_map.FAMILIES.items()
     } | {paper_map.NO_FAMILY: fam.get(paper_map.NO_FAMILY, 0)}

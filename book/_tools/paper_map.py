@@ -73,7 +73,8 @@ def unique_papers(seed_dir: Path) -> tuple[list[dict], int]:
 
 if __name__ == "__main__":
     import sys
-    d = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[3] / "shared" / "seeds"
+    default = Path(__file__).resolve().parents[3] / "shared" / "seeds"
+    d = Path(sys.argv[1]) if len(sys.argv) > 1 else default
     papers, dup = unique_papers(d)
     print(len(seed_records(d)), "entries,", len(papers), "unique,", dup, "duplicates merged")
 
@@ -110,10 +111,12 @@ CHAPTERS = {
 }
 CHAPTER_TITLES = {
     "01": "Introduction", "02": "Ridge, Tikhonov and weight decay", "03": "Choosing the strength",
-    "04": "Sparsity", "05": "Low rank, spectra and orthogonality", "06": "Sparse inverse covariance",
+    "04": "Sparsity", "05": "Low rank, spectra and orthogonality",
+    "06": "Sparse inverse covariance",
     "07": "Noise: dropout, masking, augmentation", "08": "Implicit regularization",
     "09": "Smoothness, sharpness and robustness", "10": "Representation regularizers",
-    "11": "Targets: label smoothing, distillation, noisy labels", "12": "Regularizing toward a reference",
+    "11": "Targets: label smoothing, distillation, noisy labels",
+    "12": "Regularizing toward a reference",
     "13": "Invariance across environments", "14": "Sparse networks: pruning",
     "15": "Optimal transport", "16": "Inverse problems and variational priors",
 }
@@ -154,7 +157,10 @@ def counts_markdown(rows: list[dict], written: set[str]) -> str:
     out.append(f"| {NO_FAMILY} | — | {fam.get(NO_FAMILY, 0)} |")
     out += ["", "| chapter | papers |", "|---|---:|"]
     for nn, title in CHAPTER_TITLES.items():
-        name = f"[{nn} {title}](../{CHAPTERS[nn]}/index)" if nn in written else f"{nn} {title} (planned)"
+        if nn in written:
+            name = f"[{nn} {title}](../{CHAPTERS[nn]}/index)"
+        else:
+            name = f"{nn} {title} (planned)"
         out.append(f"| {name} | {chap.get(nn, 0)} |")
     out.append(f"| — ({NO_FAMILY}) | {chap.get('—', 0)} |")
     out += ["", END]
@@ -225,7 +231,8 @@ def build(seed_dir: Path, line_files: list[Path], book: Path, out_csv: Path) -> 
 def bib_titles(bib: Path) -> dict[str, str]:
     """Map bib key -> normalised title."""
     out = {}
-    for m in re.finditer(r"@\w+\s*\{\s*([^,\s]+)\s*,(.*?)\n\}", bib.read_text(encoding="utf-8"), re.S):
+    text = bib.read_text(encoding="utf-8")
+    for m in re.finditer(r"@\w+\s*\{\s*([^,\s]+)\s*,(.*?)\n\}", text, re.S):
         t = re.search(r"\btitle\s*=\s*[{\"](.*?)[}\"]\s*,?\s*\n", m.group(2), re.S)
         if t:
             out[m.group(1)] = norm_title(re.sub(r"[{}]", "", t.group(1)))
