@@ -64,3 +64,15 @@ def test_table_with_a_variant_on_some_rows_only():
     lines = harness.markdown_table(rows).splitlines()
     assert "regref gpu (ms)" in lines[0] and lines[2].endswith("| 500 |")
     assert lines[3].endswith("| — |")
+
+
+@pytest.mark.parametrize("name", sorted(run.SUITES))
+def test_stored_results_are_rendered_from_their_json(name):
+    """The tables the appendix shows are exactly what their JSON renders to, and every
+    ratio is peer time over regref time (nobody edited a number by hand)."""
+    md = (run.DEFAULT_OUT / f"{name}.md").read_text()
+    data = json.loads((run.DEFAULT_OUT / f"{name}.json").read_text())
+    assert md == run.render(data), f"benchmarks/results/{name}.md is not rendered from its JSON"
+    assert data["rows"]
+    for row in data["rows"]:
+        assert row["ratio"] == pytest.approx(row["peer_s"] / row["regref_s"], rel=1e-12)
