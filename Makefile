@@ -84,9 +84,12 @@ notebooks: env
 student: env
 	$(BIN)/python book/_tools/student_version.py --out _build/student $(NOTEBOOKS)
 
+# make bench [SUITE=sinkhorn] [CASE=text] [RESUME=1]: tens of minutes for all suites;
+# progress and an estimate of the time left are printed per case.
 bench: env
 	$(BIN)/python -m pip install -q --no-deps -r requirements/bench.txt
-	$(BIN)/python -m benchmarks.run --out benchmarks/results
+	$(BIN)/python -m benchmarks.run --out benchmarks/results $(if $(SUITE),--suite $(SUITE)) \
+	    $(if $(CASE),--case "$(CASE)") $(if $(RESUME),--resume)
 
 clean:
 	rm -rf _build

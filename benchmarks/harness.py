@@ -238,7 +238,37 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "regref_revision": regref_revision(),
+        "peers": peer_versions(),
     }
+
+
+def regref_revision() -> str | None:
+    """The git revision of the regref being measured (``+dirty`` with local changes)."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root,
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "regref"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return rev + ("+dirty" if dirty else "")
+
+
+def peer_versions() -> dict[str, str]:
+    """Versions of the peer libraries that are installed."""
+    from importlib import metadata
+
+    found = {}
+    for dist in ("scikit-learn", "POT", "scikit-image", "scipy", "skglm"):
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
 
 
 def machine_line(info: dict[str, Any], repeats: int) -> str:
@@ -246,8 +276,11 @@ def machine_line(info: dict[str, Any], repeats: int) -> str:
     gpu = info["gpu"] or "no GPU"
     return (f"Measured {info['date'][:10]} on {info['cpu']} ({info['usable_cores']} cores, "
             f"torch {info['torch_threads']} threads), {gpu}; torch {info['torch']}, "
-            f"numpy {info['numpy']}, scikit-learn {info['scikit_learn']}. "
-            f"Times are medians of {repeats} runs after a warm-up.")
+            f"numpy {info['numpy']}, scikit-learn {info['scikit_learn']}"
+            + "".join(f", {k} {v}" for k, v in (info.get("peers") or {}).items()
+                      if k != "scikit-learn")
+            + (f"; regref at {info['regref_revision']}" if info.get("regref_revision") else "")
+            + f". Times are medians of {repeats} runs after a warm-up.")
 
 
 def _ms(seconds: float) -> str:

@@ -76,3 +76,21 @@ def test_stored_results_are_rendered_from_their_json(name):
     assert data["rows"]
     for row in data["rows"]:
         assert row["ratio"] == pytest.approx(row["peer_s"] / row["regref_s"], rel=1e-12)
+
+
+def test_one_suite_one_case_and_resume(tmp_path, capsys):
+    one = run.run_all(tmp_path, quick=True, suites=["ridge_path"])
+    assert list(one) == ["ridge_path"] and (tmp_path / "ridge_path.json").exists()
+    assert not (tmp_path / "lasso_path.json").exists()
+    revision = harness.regref_revision()
+    again = run.run_all(tmp_path, quick=True, suites=["ridge_path"], resume=True)
+    if revision is not None and not revision.endswith("+dirty"):
+        assert again == {}  # measured at this revision: skipped
+    else:
+        assert list(again) == ["ridge_path"]  # local changes: nothing counts as finished
+    (tmp_path / "ridge_path.json").unlink()
+    name = run.SUITES["ridge_path"](quick=True)[0].name
+    partial = run.run_all(tmp_path, quick=True, suites=["ridge_path"], case_filter=name)
+    assert partial["ridge_path"]["rows"] and not (tmp_path / "ridge_path.json").exists()
+    with pytest.raises(ValueError, match="unknown suite"):
+        run.run_all(tmp_path, quick=True, suites=["nope"])
