@@ -69,3 +69,84 @@ def load_kernel(func):
     namespace = {"torch": torch, "math": math}
     exec(textwrap.dedent(inspect.getsource(func)), namespace)  # noqa: S102
     return namespace[func.__name__]
+
+
+def lightly_loss(name):
+    """A loss class from lightly (a test-only oracle), e.g. ``lightly_loss("VICRegLoss")``.
+
+    lightly is installed with ``--no-deps`` (requirements/nodeps.txt): its torchvision
+    would replace our CPU torch. Its loss package imports torchvision at module level but
+    the losses we compare against never call it, so when torchvision is missing an empty
+    stand-in module is registered first.
+    """
+    import importlib.abc
+    import importlib.machinery
+    import importlib.util
+    import sys
+    import types
+
+    if importlib.util.find_spec("torchvision") is None and "torchvision" not in sys.modules:
+
+        class _Stub(types.ModuleType):
+            def __getattr__(self, attr):
+                if attr.startswith("__"):
+                    raise AttributeError(attr)
+                return type(attr, (), {"__init__": lambda self, *a, **k: None})
+
+        class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+            def find_spec(self, fullname, path, target=None):
+                if fullname.split(".")[0] == "torchvision":
+                    return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+                return None
+
+            def create_module(self, spec):
+                module = _Stub(spec.name)
+                module.__path__ = []
+                return module
+
+            def exec_module(self, module):
+                pass
+
+        sys.meta_path.insert(0, _Finder())
+    import lightly.loss
+
+    return getattr(lightly.loss, name)
+
+
+def run_distributed(worker, *args, world_size=2):
+    """Run ``worker(rank, world_size, *args)`` in ``world_size`` CPU processes joined in a
+    ``gloo`` process group (the data-parallel setting of DESIGN §10); return the list of
+    what each rank returned (tensors, tuples or dicts of them), indexed by rank.
+
+    ``worker`` must be a module-level function of a test file (spawned processes import
+    it by name).
+    """
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mp.spawn(_distributed_entry, args=(worker, world_size, _free_port(), tmp, args),
+                 nprocs=world_size, join=True)
+        return [torch.load(f"{tmp}/{rank}.pt") for rank in range(world_size)]
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _distributed_entry(rank, worker, world_size, port, tmp, args):
+    import torch.distributed as dist
+
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        torch.save(worker(rank, world_size, *args), f"{tmp}/{rank}.pt")
+    finally:
+        dist.destroy_process_group()
