@@ -115,7 +115,7 @@ def lightly_loss(name):
 
 def run_distributed(worker, *args, world_size=2):
     """Run ``worker(rank, world_size, *args)`` in ``world_size`` CPU processes joined in a
-    ``gloo`` process group (the data-parallel setting of DESIGN §10); return the list of
+    ``gloo`` process group (the data-parallel setting of the Part III chapters); return the list of
     what each rank returned (tensors, tuples or dicts of them), indexed by rank.
 
     ``worker`` must be a module-level function of a test file (spawned processes import

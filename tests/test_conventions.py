@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import regref
-from regref import covariance, lowrank, ot, selection, sparse, tv
+from regref import covariance, curvature, lowrank, ot, selection, sparse, tv
 
 F64 = torch.float64
 
@@ -160,6 +160,16 @@ def _lbfgs(**kw):
     return selection.lbfgs(fun, torch.zeros(12, dtype=F64), **kw)
 
 
+def _hessian_top_eig(**kw):
+    X, y = _regression()
+
+    def loss(w):
+        return 0.5 * ((torch.tanh(X @ w) - y) ** 2).mean()
+
+    return curvature.hessian_top_eig(loss, 0.1 * torch.ones(12, dtype=F64), generator=_gen(),
+                                     **kw)
+
+
 SOLVERS = {
     "sparse.lasso": _lasso, "sparse.lasso_path": _lasso_path,
     "sparse.elastic_net": _elastic_net, "sparse.group_lasso": _group_lasso,
@@ -171,6 +181,7 @@ SOLVERS = {
     "ot.sparse_ot": _sparse_ot,
     "tv.tv_denoise": _tv_denoise, "tv.chambolle_pock": _chambolle_pock,
     "selection.evidence_ridge": _evidence, "selection.lbfgs": _lbfgs,
+    "curvature.hessian_top_eig": _hessian_top_eig,
 }
 
 
