@@ -40,6 +40,8 @@ from ._core import (
     check_strength,
     check_symmetric,
     check_tol,
+    fista,
+    soft,
     warn_not_converged,
 )
 
@@ -228,18 +230,20 @@ def duality_gap(S, Theta, lam) -> torch.Tensor:
 # ----------------------------------------------------------------------------- the core
 
 def _prox_newton_step(S, Lam, Theta, nonpos=False, max_inner=2000, inner_rtol=1e-3):
-    r"""One proximal Newton step on a batch of graphical lassos. The part to copy.
+    r"""One proximal Newton step on a batch of graphical lassos. The part to copy (with
+    :func:`regref._core.fista` and :func:`regref._core.soft`, which it calls).
 
     Objective, for ``S``, ``Lam`` (weights, zero diagonal) and ``Theta`` of shape (K, m, m):
     :math:`P(\Theta) = -\log\det\Theta + \operatorname{tr}(S\Theta) + \sum_{ij}\Lambda_{ij}
     |\Theta_{ij}|`; with ``nonpos``, :math:`\Theta_{ij} \le 0` off the diagonal as well.
-    With :math:`W = \Theta^{-1}`, FISTA with restart minimizes the quadratic model
+    With :math:`W = \Theta^{-1}`, FISTA minimizes the quadratic model
     :math:`\langle S - W, Z - \Theta\rangle + \frac12\operatorname{tr}(W(Z-\Theta)W(Z-\Theta))`
-    plus the penalty (Jacobi-scaled, so the scaled :math:`W` has a unit diagonal), until a
-    step moves less than ``inner_rtol`` times the first; then the step
-    :math:`\Theta + \alpha(Z - \Theta)` is halved until its Cholesky factor exists and
-    :math:`P` decreases enough. ``Theta`` must be positive definite. Returns the new
-    ``Theta`` (the old one where no step is accepted) and its objective.
+    plus the penalty (Jacobi-scaled, so the scaled :math:`W` has a unit diagonal; one
+    problem per column of ``m*m`` entries) until its prox-gradient step is ``inner_rtol``
+    times the first; then :math:`\Theta + \alpha(Z - \Theta)` is halved until its
+    Cholesky factor exists and :math:`P` decreases enough. ``Theta`` must be positive
+    definite. Returns the new ``Theta`` (the old one where no step is accepted) and its
+    objective.
     """
     def objective(T):
         chol, fail = torch.linalg.cholesky_ex(T)
@@ -247,31 +251,30 @@ def _prox_newton_step(S, Lam, Theta, nonpos=False, max_inner=2000, inner_rtol=1e
         val = -2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1) + (S * T).sum((-2, -1)) + pen
         return torch.where(fail == 0, val, torch.inf), pen
 
-    is_diag = torch.eye(S.shape[-1], dtype=torch.bool, device=S.device)
+    K, m = S.shape[0], S.shape[-1]
+    off_diagonal = ~torch.eye(m, dtype=torch.bool, device=S.device)
     W = torch.cholesky_inverse(torch.linalg.cholesky(Theta))
-    W = (W + W.mT) / 2
-    d = W.diagonal(dim1=-2, dim2=-1).sqrt()
+    d = ((W + W.mT) / 2).diagonal(dim1=-2, dim2=-1).sqrt()
     dd = d[:, :, None] * d[:, None, :]
     Wc, grad, start, weight = W / dd, (S - W) / dd, Theta * dd, Lam / dd  # scaled problem
-    step = (1 / torch.linalg.eigvalsh(Wc)[:, -1] ** 2)[:, None, None]
-    Z = Y = start
-    momentum, first_move = torch.ones_like(step), None
-    for k in range(max_inner):
-        H = Wc @ (Y - start) @ Wc
-        V = Y - step * (grad + (H + H.mT) / 2)
-        off = (torch.minimum(V + step * weight, torch.zeros_like(V)) if nonpos
-               else torch.sign(V) * (V.abs() - step * weight).clamp(min=0))
-        Z_new = torch.where(is_diag, V, off)
-        move = (Z_new - Y).flatten(1).norm(dim=1)
-        first_move = move if first_move is None else first_move
-        if k % 10 == 0 and bool((move <= inner_rtol * first_move).all()):
-            Z = Z_new
-            break
-        restart = ((Y - Z_new) * (Z_new - Z)).sum((-2, -1), keepdim=True) > 0
-        m_new = (1 + torch.sqrt(1 + 4 * momentum ** 2)) / 2
-        Y = Z_new + torch.where(restart, 0.0, (momentum - 1) / m_new) * (Z_new - Z)
-        momentum, Z = torch.where(restart, 1.0, m_new), Z_new
-    D = Z / dd - Theta
+    columns, matrices = (lambda A: A.reshape(K, m * m).T), (lambda Z: Z.T.reshape(K, m, m))
+
+    def gradient(Z):  # of the quadratic model, one problem per column
+        H = Wc @ (matrices(Z) - start) @ Wc
+        return columns(grad + (H + H.mT) / 2)
+
+    def prox(V, step):
+        V, t = matrices(V), step.reshape(K, 1, 1) * weight
+        off = torch.minimum(V + t, torch.zeros_like(V)) if nonpos else soft(V, t)
+        return columns(torch.where(off_diagonal, off, V))
+
+    def prox_step(Z):  # the prox-gradient step's length: zero at the model's minimizer
+        return (prox(Z - step * gradient(Z), step) - Z).norm(dim=0)
+
+    step = (1 / torch.linalg.eigvalsh(Wc)[:, -1] ** 2)[None, :]
+    Z0 = columns(start)
+    Z, _, _ = fista(gradient, prox, prox_step, Z0, step, inner_rtol * prox_step(Z0), max_inner)
+    D = matrices(Z) / dd - Theta
     value, pen = objective(Theta)
     decrease = ((S - W) * D).sum((-2, -1)) + objective(Theta + D)[1] - pen  # model's slope
     alpha = torch.ones_like(value)
@@ -282,8 +285,7 @@ def _prox_newton_step(S, Lam, Theta, nonpos=False, max_inner=2000, inner_rtol=1e
             break
         alpha = torch.where(ok, alpha, alpha / 2)
     alpha = torch.where(ok, alpha, 0.0)
-    Theta_new = Theta + alpha[:, None, None] * D
-    return Theta_new, torch.where(ok, new_value, value)
+    return Theta + alpha[:, None, None] * D, torch.where(ok, new_value, value)
 
 
 def _newton(S, Lam, Theta, tol, max_iter, nonpos=False):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import operator
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -54,7 +55,9 @@ __all__ = [
 
 _CHECK_EVERY = 5  # soft-impute iterations between two duality-gap checks
 _EXACT_MAX = 10**6  # up to m * n entries, ||R||_2 of the certificate by a dense SVD
-_SCREEN_MIN = 10**5  # above m * n, the exact check is screened by a power estimate
+_GRAM_MAX = 8192  # above, up to min(m, n), by Gram iteration on the smaller Gram matrix
+_GRAM_STEPS = 40  # at most this many Gram squarings (it stops when the bound is flat)
+_SCREEN_MIN = 10**5  # above m * n, the costly bound is screened by a power estimate
 _POWER_STEPS = 20  # power steps of the estimate of ||R||_2
 _SPECTRAL_CHECK = 10  # power steps of spectral_norm between two checks
 
@@ -202,7 +205,9 @@ def _soft_impute_kernel(rows, cols, y, shape, lam, U, s, V, k, tol, max_iter, ch
     is dual feasible; ``screen(r)``, if given, is a cheap estimate of it from below, used to
     skip the costly bound while the estimated gap is still above ``tol``. Stops when the
     duality gap is at most ``tol`` times the objective at zero. Returns ``(U, s, V, k,
-    n_iter, gap / objective at zero)``, the gap computed with ``residual_norm``.
+    n_iter, gap / objective at zero)``, the gap computed with ``residual_norm``. Its
+    momentum is not :func:`regref._core.fista`'s: that one updates dense columns, while
+    here the iterate and the extrapolated point stay factors and are never :math:`m n`.
     """
     (m, n), oversample = shape, 5
     def times(r, Q):  # P_Omega(R) @ Q, for the matrix R with values r on Omega
@@ -262,6 +267,44 @@ def _norm_exact(rows, cols, shape):
         R = torch.zeros(shape, dtype=torch.float64, device=r.device)
         R[rows, cols] = r.double()
         return float(torch.linalg.matrix_norm(R, 2)) * inflate
+    return norm
+
+
+def _norm_gram(rows, cols, shape):
+    r"""An upper bound on ||R||_2 by Gram iteration (Delattre et al., 2023), for residuals
+    too large for a dense SVD: with :math:`G_0 = R^\top R` (the smaller Gram matrix, from
+    the sparse residual) and :math:`G_{t+1} = G_t^2`,
+
+    .. math:: \|R\|_2^2 = \|G_0\|_2 \le \|G_t\|_F^{1/2^t}
+              = \|R\|_2^2\,\Big(\sum_i (\sigma_i/\sigma_1)^{2^{t+1}}\Big)^{1/2^{t+1}},
+
+    which decreases to :math:`\|R\|_2^2` doubly exponentially once :math:`2^t` exceeds
+    :math:`1/(1-\sigma_2/\sigma_1)`. Each iterate is divided by its Frobenius norm (the
+    logarithms of the scales are kept) so nothing overflows. Memory :math:`\min(m, n)^2`,
+    cost :math:`\min(m,n)^3` per squaring. Inflated like :func:`_norm_exact` to cover
+    rounding."""
+    m, n = shape
+    side = 1 if n <= m else 0  # G is (n, n) when n <= m, else (m, m)
+    inflate = 1 + 4 * min(shape) * torch.finfo(torch.float64).eps
+
+    def norm(r):
+        R = torch.sparse_coo_tensor(torch.stack([rows, cols]), r.double(), shape)
+        with warnings.catch_warnings():  # torch's "sparse CSR support is in beta" notice
+            warnings.simplefilter("ignore", UserWarning)
+            G = (R.t() @ R if side else R @ R.t()).to_dense()
+        log_scale, best = 0.0, math.inf  # G_0^(2^t) = exp(log_scale) * G
+        for t in range(_GRAM_STEPS):
+            f = float(torch.linalg.matrix_norm(G))
+            if f == 0.0:
+                return 0.0
+            bound = math.exp((log_scale + math.log(f)) / 2 ** (t + 1))  # >= ||R||_2
+            if bound >= best * (1 - 1e-15):
+                break
+            best = bound
+            G = G / f
+            G = G @ G
+            log_scale = 2 * (log_scale + math.log(f))
+        return best * inflate
     return norm
 
 
@@ -332,8 +375,13 @@ def _impute_path(Y, mask, lams, lam_name, tol, max_iter, rank, generator):
     lams = lams.reshape(-1)
     m, n = shape
     estimate = _norm_estimate(rows, cols, shape, generator)
-    norm = _norm_exact(rows, cols, shape) if m * n <= _EXACT_MAX else estimate
-    screen = estimate if _SCREEN_MIN < m * n <= _EXACT_MAX else None
+    if m * n <= _EXACT_MAX:
+        norm = _norm_exact(rows, cols, shape)
+    elif min(m, n) <= _GRAM_MAX:
+        norm = _norm_gram(rows, cols, shape)
+    else:
+        norm = estimate
+    screen = estimate if _SCREEN_MIN < m * n and norm is not estimate else None
     U, s, V = y.new_zeros(m, 0), y.new_zeros(0), y.new_zeros(n, 0)
     out: list = [None] * len(lams)
     k, worst_iter, worst_gap = rank, 0, 0.0
@@ -376,10 +424,12 @@ def soft_impute(Y, mask, lam, *, tol=None, max_iter=5000, rank=10, generator=Non
     Z)` and :math:`a = \min(1, \lambda/\|R\|_2)`, :math:`\theta = aR` is feasible for the
     dual :math:`\max_\theta \langle Y, \theta\rangle - \tfrac12\|\theta\|_F^2` s.t.
     :math:`\|\theta\|_2 \le \lambda`, :math:`\theta` supported on :math:`\Omega`, so
-    primal minus dual bounds the suboptimality. When :math:`mn \le 10^6`,
-    :math:`\|R\|_2` is computed by a dense SVD (a true bound, to rounding); above that it
-    is **estimated** by power iteration (from below), and the certificate is then an
-    estimate, not a proof. Checked every 5 iterations.
+    primal minus dual bounds the suboptimality. :math:`\|R\|_2` is bounded from above (to
+    rounding, so the certificate is a proof) by a dense SVD when :math:`mn \le 10^6`, and
+    by Gram iteration on the smaller Gram matrix when :math:`\min(m, n) \le 8192`
+    (memory :math:`\min(m,n)^2`, about a dozen :math:`\min(m,n)^3` squarings per check).
+    Beyond both it is **estimated** by power iteration (from below), and the certificate
+    is then an estimate, not a proof. Checked every 5 iterations.
 
     Parameters
     ----------

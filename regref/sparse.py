@@ -382,6 +382,36 @@ class _GramCache:
         return self.buf[k][:, k]
 
 
+def _working_set(G, gap, W, l1, l2, col_norm2, gram_mode):
+    r"""The features the next inner solve works on, for a batch of columns: the union over
+    columns of the support plus the features closest to their dual constraint, minus
+    those the gap-safe rule proves zero.
+
+    ``G`` (p, B) is :math:`X^\top r/n - \lambda_2 w` per column, ``gap`` the duality gaps.
+    With the dual point :math:`\theta = r/(n s)`, :math:`s = \max(\lambda_1,
+    \|G\|_\infty)`, the optimum :math:`\theta^\star` is within :math:`\sqrt{2\,gap}/
+    \lambda_1` (strong concavity of the dual), so feature :math:`j` is zero at the optimum
+    when its slack :math:`(1 - |G_j|/s)/\sqrt{\|x_j\|^2/n + \lambda_2}` exceeds that
+    radius. Grows by 10% of the support (at least 10), or by the support plus 10 when the
+    whole Gram matrix is at hand (new features are then cheap).
+    """
+    p = G.shape[0]
+    tiny = torch.finfo(G.dtype).tiny
+    s = torch.maximum(l1, G.abs().amax(0)).clamp(min=tiny)
+    slack = (1 - G.abs() / s) / torch.sqrt(col_norm2[:, None] + l2)
+    safe = slack > torch.sqrt(2 * gap.clamp(min=0)) / l1
+    nnz = (W != 0).sum(0)
+    size = torch.clamp(nnz + (nnz + 10 if gram_mode else torch.clamp(nnz // 10, min=10)),
+                       max=p)
+    order = torch.where(W != 0, -torch.inf, torch.where(safe, torch.inf, slack))
+    idx = torch.topk(order, int(size.max()), dim=0, largest=False).indices  # (k, B)
+    pick = (torch.arange(idx.shape[0], device=G.device)[:, None] < size) \
+        & ~torch.gather(safe, 0, idx)
+    chosen = torch.zeros(p, dtype=torch.bool, device=G.device)
+    chosen[idx[pick]] = True
+    return (chosen | (W != 0).any(1)).nonzero().squeeze(1)
+
+
 def _enet_columns(XT, C, yy, l1, l2, W, tol, max_iter, cache, H_full=None):
     r"""Solve ``B`` elastic nets at once; column ``b`` has ``C[:, b] = X^T y_b / n``,
     ``yy[b] = ||y_b||^2 / 2n`` and strengths ``l1[b]``, ``l2[b]``; ``W`` (p, B) is the warm
@@ -403,52 +433,36 @@ def _enet_columns(XT, C, yy, l1, l2, W, tol, max_iter, cache, H_full=None):
     sign = torch.sign(W)
     n_iter = 0
     while True:
-        Wl, l1l, l2l = W[:, live], l1[live], l2[live]
-        gap, G = _full_gap(XT, C[:, live], yy[live], Wl, l1l, l2l, H_full)
+        W_live, l1_live, l2_live = W[:, live], l1[live], l2[live]
+        gap, G = _full_gap(XT, C[:, live], yy[live], W_live, l1_live, l2_live, H_full)
         # Columns whose support and signs survived the last inner solve: try the exact solve.
-        stable = (gap > target[live]) & (torch.sign(Wl) == sign[:, live]).all(0) \
-            & (Wl != 0).any(0)
+        stable = (gap > target[live]) & (torch.sign(W_live) == sign[:, live]).all(0) \
+            & (W_live != 0).any(0)
         if polish and n_iter and bool(stable.any()):
-            Wl[:, stable], gap[stable], G[:, stable] = _polish_columns(
-                XT, C[:, live[stable]], yy[live[stable]], Wl[:, stable], l1l[stable],
-                l2l[stable], cache, H_full, gap[stable], G[:, stable])
-            W[:, live] = Wl
-        sign[:, live] = torch.sign(Wl)
+            W_live[:, stable], gap[stable], G[:, stable] = _polish_columns(
+                XT, C[:, live[stable]], yy[live[stable]], W_live[:, stable], l1_live[stable],
+                l2_live[stable], cache, H_full, gap[stable], G[:, stable])
+            W[:, live] = W_live
+        sign[:, live] = torch.sign(W_live)
         stalled[live] = torch.where(gap < 0.99 * gaps[live], 0, stalled[live] + 1)
         gaps[live] = gap
         todo = (gap > target[live]) & (stalled[live] < 3)
         if not bool(todo.any()) or n_iter >= max_iter:
             break
-        live, gap, G, Wl, l1l, l2l = (live[todo], gap[todo], G[:, todo], Wl[:, todo],
-                                      l1l[todo], l2l[todo])
-        s = torch.maximum(l1l, G.abs().amax(0)).clamp(min=tiny)
-        # Gap-safe rule: ||theta - theta*|| <= sqrt(2 gap / (n l1^2)), and x_j^T theta = G_j/s,
-        # so feature j is zero at the optimum if its slack exceeds that radius.
-        slack = (1 - G.abs() / s) / torch.sqrt(col_norm2[:, None] + l2l)
-        safe = slack > torch.sqrt(2 * gap.clamp(min=0)) / l1l
-        # working set: the support, then the features closest to their constraint
-        nnz = (Wl != 0).sum(0)
-        grow = nnz + 10 if H_full is not None else torch.clamp(nnz // 10, min=10)
-        ws = torch.clamp(nnz + grow, max=p)  # a few new features (more when H is at hand)
-        order = torch.where(Wl != 0, -torch.inf, torch.where(safe, torch.inf, slack))
-        idx = torch.topk(order, int(ws.max()), dim=0, largest=False).indices  # (k, B)
-        pick = (torch.arange(idx.shape[0], device=W.device)[:, None] < ws) \
-            & ~torch.gather(safe, 0, idx)
-        S = torch.zeros(p, dtype=torch.bool, device=W.device)
-        S[idx[pick]] = True
-        S |= (Wl != 0).any(1)
-        Si = S.nonzero().squeeze(1)
+        live, gap, G = live[todo], gap[todo], G[:, todo]
+        W_live, l1_live, l2_live = W_live[:, todo], l1_live[todo], l2_live[todo]
+        Si = _working_set(G, gap, W_live, l1_live, l2_live, col_norm2, H_full is not None)
         # inner solves need not be much tighter than the current outer gap
         inner_target = torch.maximum(0.3 * gap, 0.5 * target[live])
         H = cache.gram(Si)
         lip, v = _lipschitz(H, cache.v[Si] if cache.v is not None else None)
         cache.v = torch.zeros(p, dtype=H.dtype, device=H.device).index_copy_(0, Si, v)
-        WS, it = _inner_solve(H, C[Si][:, live], yy[live], Wl[Si], l1l, l2l, inner_target,
-                              max_iter - n_iter, lip)
+        WS, it = _inner_solve(H, C[Si][:, live], yy[live], W_live[Si], l1_live, l2_live,
+                              inner_target, max_iter - n_iter, lip)
         n_iter += it
-        Wl = torch.zeros_like(Wl)
-        Wl[Si] = WS
-        W[:, live] = Wl
+        W_live = torch.zeros_like(W_live)
+        W_live[Si] = WS
+        W[:, live] = W_live
     # Finish with an exact solve on each support; keep it where it certifies better. Only
     # for tight tolerances: a gap of tol only bounds the coefficient error by sqrt(tol).
     if polish and bool((W != 0).any()):

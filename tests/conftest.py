@@ -56,9 +56,11 @@ def gen() -> torch.Generator:
     return torch.Generator().manual_seed(1234)
 
 
-def load_kernel(func):
+def load_kernel(func, *shared):
     """Re-create a copyable kernel from its source alone, in a namespace holding only
-    ``torch`` and ``math``: the test that the kernel can be pasted into other code.
+    ``torch``, ``math`` and the sources of the ``shared`` kernels it calls (``_core.fista``,
+    ``_core.soft``: algorithms written once and pasted with it): the test that the kernel
+    can be pasted into other code.
 
     Raises ``NameError`` when the kernel is called if it uses anything else from regref.
     """
@@ -67,7 +69,8 @@ def load_kernel(func):
     import textwrap
 
     namespace = {"torch": torch, "math": math}
-    exec(textwrap.dedent(inspect.getsource(func)), namespace)  # noqa: S102
+    for f in (*shared, func):
+        exec(textwrap.dedent(inspect.getsource(f)), namespace)  # noqa: S102
     return namespace[func.__name__]
 
 

@@ -167,6 +167,38 @@ def test_soft_impute_screened_certificate_is_still_the_true_gap(rng):
                                              abs=4 * 300 * np.finfo(float).eps)
 
 
+@pytest.mark.parametrize("top", [[3.0, 1.0], [2.0, 1.999], [1.0, 1.0, 1.0]],
+                         ids=["gap", "near-tie", "triple"])
+def test_gram_iteration_bounds_the_spectral_norm_from_above(rng, top):
+    """Above 1e6 entries the certificate's ||R||_2 comes from Gram iteration: an upper
+    bound, tight to about 1e-12 even when the top singular values tie."""
+    m, n = 60, 40
+    U, _ = np.linalg.qr(rng.standard_normal((m, n)))
+    V, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    s = np.concatenate([top, rng.uniform(0, 0.9, n - len(top))])
+    R = (U * s) @ V.T
+    mask = rng.random((m, n)) < 0.7
+    Rm = np.where(mask, R, 0)
+    exact = np.linalg.norm(Rm, 2)
+    for A in (Rm, Rm.T):  # both sides: G = R^T R when n <= m, else R R^T
+        i, j = np.nonzero(A)
+        bound = lowrank._norm_gram(torch.as_tensor(i), torch.as_tensor(j), A.shape)(
+            torch.as_tensor(A[i, j]))
+        assert exact <= bound <= exact * (1 + 1e-12), bound / exact - 1
+
+
+def test_soft_impute_gram_certified_is_the_true_gap(rng, monkeypatch):
+    """Forced onto the Gram-iteration path (as above 1e6 entries), the certificate is
+    still the true gap at the returned point."""
+    monkeypatch.setattr(lowrank, "_EXACT_MAX", 100)
+    Y, mask = completion(rng, noise=0.3)
+    p0 = 0.5 * (Y[mask] ** 2).sum()
+    Z, info = lowrank.soft_impute(Y, mask, 1.0, tol=1e-10, return_info=True)
+    assert info.converged
+    assert info.certificate == pytest.approx(exact_gap(Y, mask, f64(Z), 1.0) / p0, rel=1e-6,
+                                             abs=2e-14)
+
+
 def test_soft_impute_certificate_at_max_iter_is_true_too(rng):
     Y, mask = completion(rng, noise=0.3)
     p0 = 0.5 * (Y[mask] ** 2).sum()
