@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(abspath $(VENV))/bin
 STAMP  := $(VENV)/.installed
-NOTEBOOKS := $(shell find book -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' -not -path '*/_build/*' | sort)
+NOTEBOOKS := $(shell find book -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' -not -path '*/_build/*' \
+                 -not -path 'book/assignments/*' | sort)
 
 # Kernels started by nbval and `make notebooks` must resolve to the venv's python.
 export PATH := $(BIN):$(PATH)
@@ -15,7 +16,8 @@ export PYTHONHASHSEED := 0
 NB_WRITE_ENV := OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
 NB_CHECK_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
-.PHONY: env test lint unit nbval book browser serve mathjax notebooks student bench clean
+.PHONY: env test lint unit nbval book browser serve mathjax notebooks student assignments \
+        grade bench clean
 
 env: $(STAMP)
 
@@ -30,13 +32,14 @@ $(STAMP): requirements/lock.txt requirements/nodeps.txt pyproject.toml
 # that is a failure like any other.
 PYTEST = $(BIN)/python -m pytest -p no:cacheprovider
 
-test: env lint unit nbval book browser
+test: env lint unit nbval book browser grade
 	@echo "make test: all checks passed"
 
 # The second pass: code a reader sees on a page (the notebooks) fits in 88 columns.
 lint: env
 	$(BIN)/ruff check regref tests benchmarks book
-	$(BIN)/ruff check --select E501 --line-length 88 --config 'lint.per-file-ignores={}' $(NOTEBOOKS)
+	$(BIN)/ruff check --select E501 --line-length 88 --config 'lint.per-file-ignores={}' $(NOTEBOOKS) \
+	    book/assignments
 
 # Unit, property and oracle tests, plus every docstring's Examples run as a doctest.
 unit: env
@@ -80,6 +83,17 @@ mathjax:
 # Re-execute every book notebook in place, top to bottom, to refresh stored outputs.
 notebooks: env
 	$(NB_WRITE_ENV) $(BIN)/python book/_tools/execute_notebooks.py $(NOTEBOOKS)
+
+# The course assignments (book/assignments/, otter-grader): `make assignments` writes each
+# one's student notebook and autograder into _build/assignments/<name>/; `make grade` also
+# grades, locally with `otter run`, the reference solution (full marks) and a wrong one
+# (one mistake per question, from mistakes.json: zero on every question), and scans the
+# student files for solutions and hidden tests.
+assignments: env
+	$(BIN)/python book/_tools/assignments.py assign
+
+grade: env
+	$(BIN)/python book/_tools/assignments.py grade
 
 # Student versions (solutions removed) into _build/student/.
 student: env

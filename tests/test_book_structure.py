@@ -20,7 +20,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
-NOTEBOOKS = sorted(p for p in BOOK.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+NOTEBOOKS = sorted(p for p in BOOK.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts
+                   and "assignments" not in p.relative_to(BOOK).parts)  # otter masters
 CHAPTERS = sorted(BOOK.glob("[0-9][0-9]-*/index.ipynb"))
 MAX_IGNORED_OUTPUT_CELLS = 3
 MAX_BYTES = 3_000_000

@@ -32,6 +32,31 @@ def test_student_version_drops_solutions_keeps_exercises(path):
     nbformat.validate(student)
 
 
+def _solution_only_lines(nb):
+    """Code lines (stripped, longer than 12 characters) that appear between solution
+    markers and in no code cell outside them."""
+    inside, solution, rest = False, set(), set()
+    for cell in nb.cells:
+        src = cell.source if cell.cell_type == "markdown" else ""
+        inside = inside or student_version.START in src
+        if cell.cell_type == "code":
+            lines = {ln.strip() for ln in cell.source.splitlines() if len(ln.strip()) > 12}
+            (solution if inside else rest).update(lines)
+        if student_version.END in src:
+            inside = False
+    return solution - rest
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.parent.name)
+def test_student_version_leaks_no_solution_code(path):
+    nb = nbformat.read(path, as_version=4)
+    secret = _solution_only_lines(nb)
+    assert secret, "a chapter with executed solutions has solution-only code lines"
+    student = {ln.strip() for ln in _text(student_version.strip_solutions(nb)).splitlines()}
+    leaked = sorted(secret & student)
+    assert not leaked, leaked[:5]
+
+
 def test_unbalanced_markers_are_rejected():
     md = nbformat.v4.new_markdown_cell
     nb = nbformat.v4.new_notebook(cells=[md("```{solution-start} ex-1\n```")])
