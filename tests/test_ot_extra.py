@@ -121,7 +121,11 @@ def test_quadratic_ot_matches_pot(rng, lam):
     # plan is as close as that error allows; the conic solver is the tight oracle.
     assert np.abs(f64(P) - Pp).max() <= max(1e-6, marginal_error(Pp, a, b))
     assert np.abs(f64(P) - cvx_quadratic(a, b, C, lam)).max() <= 1e-8
-    assert primal(P, C, lam) <= primal(Pp, C, lam) + 1e-9
+    # POT's plan misses the marginals by err, so it may undercut the optimum: a feasible
+    # plan is within about 2 err (l1) of it, which moves the objective (gradient C + lam P)
+    # by at most that times ||C + lam P||_inf.
+    slack = 2 * marginal_error(Pp, a, b) * (np.abs(C).max() + lam * Pp.max())
+    assert primal(P, C, lam) <= primal(Pp, C, lam) + slack + 1e-9
 
 
 @pytest.mark.parametrize("lam", [1.0, 0.01, 1e-3])
