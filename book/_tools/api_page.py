@@ -25,7 +25,7 @@ PAGE = ROOT / "book" / "appendices" / "api.md"
 MODULES = {  # module: its home chapter, in book order
     "prox": "04-sparsity", "ridge": "02-ridge", "selection": "03-selection",
     "sparse": "04-sparsity", "lowrank": "05-low-rank", "covariance": "06-covariance",
-    "ot": "15-optimal-transport", "tv": "16-inverse-problems",
+    "curvature": "09-smoothness", "ot": "15-optimal-transport", "tv": "16-inverse-problems",
 }
 
 HEADER = """\
@@ -109,6 +109,7 @@ def _summary(obj) -> str:
     first = doc.strip().split("\n\n")[0].replace("\n", " ")
     first = re.sub(r":math:`", "{math}`", first)          # reST roles to MyST roles
     first = re.sub(r"``([^`]+)``", r"`\1`", first)
+    first = re.sub(r":(?:func|class|mod):`~?([^`]+)`", r"`\1`", first)  # plain code
     return first.replace("|", "\\|")                      # a pipe inside a table cell
 
 
@@ -126,6 +127,8 @@ def render() -> str:
             target = f"../{chapter}/index.ipynb"
             label = f"ch. {chapter[:2]}" + (f", {heading}" if heading else "")
             link = f"[{label}]({target}#{_slug(heading)})" if heading else f"[{label}]({target})"
+            if not (ROOT / "book" / chapter / "index.ipynb").exists():
+                link = f"ch. {chapter[:2]} (not yet written)"
             out.append(f"| {{py:func}}`~regref.{module}.{name}` | {_summary(obj)} | {link} |")
         out.append(f"\n```{{eval-rst}}\n.. automodule:: regref.{module}\n   :members:\n```")
     return "\n".join(out) + "\n"
