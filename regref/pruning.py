@@ -131,15 +131,20 @@ def _prune_smallest_kernel(scores, n_prune):
     r"""The part to copy: keep-mask that prunes the ``n_prune`` smallest scores of each
     row of ``scores`` (shape ``(B, n)``, one row per model), all rows in one pass.
 
-    One ``kthvalue`` finds the threshold :math:`t` (the ``n_prune``-th smallest score of
+    One selection finds the threshold :math:`t` (the ``n_prune``-th smallest score of
     the row); every score below :math:`t` is pruned, and among the scores equal to
     :math:`t` the first ones (lowest index) are pruned until exactly ``n_prune`` are.
-    Cost: :math:`O(Bn)` time (selection, comparisons, one cumulative sum), no sort.
-    Returns a boolean tensor of the shape of ``scores``, ``True`` where kept.
+    Cost on the CPU: :math:`O(Bn)` (quickselect, comparisons, one cumulative sum); on a
+    GPU one radix sort finds :math:`t`, because CUDA's ``kthvalue`` is far slower than a
+    sort on long rows (pytorch issue 75599). Returns a boolean tensor of the shape of
+    ``scores``, ``True`` where kept.
     """
     if n_prune <= 0:
         return torch.ones_like(scores, dtype=torch.bool)
-    t = torch.kthvalue(scores, n_prune, dim=-1, keepdim=True).values
+    if scores.is_cuda:
+        t = torch.sort(scores, dim=-1).values[..., n_prune - 1:n_prune]
+    else:
+        t = torch.kthvalue(scores, n_prune, dim=-1, keepdim=True).values
     below = scores < t
     tied = scores == t
     room = n_prune - below.sum(-1, keepdim=True)  # tied entries still to prune
@@ -161,7 +166,8 @@ def magnitude_masks(params, sparsity, *, scope: str = "global", scores=None, mas
     pruning) or of each tensor separately (``scope="layer"``, "class uniform"). The global
     mask solves :math:`\min_{\|v\|_0 \le n - k}\|v - w\|` (the projection onto the
     :math:`\ell_0` ball keeps the largest entries). Cost: one concatenation of the scores
-    and one selection (``kthvalue``) over all parameters, :math:`O(n)`; with
+    and one selection over all parameters (``kthvalue``, :math:`O(n)`, on the CPU; a
+    radix sort on a GPU); with
     ``batched=True`` the :math:`B` models stacked along the first dimension are pruned in
     the same single pass. Ties at the threshold: the first entries (parameter order, then
     row-major) are pruned first. The masks equal those of
@@ -434,7 +440,8 @@ def group_lasso_prox(weight, tau, *, dim: int = 0) -> torch.Tensor:
     return out.reshape(moved_shape).movedim(0, d)
 
 
-def selective_decay(params, sparsity, *, scope: str = "global") -> torch.Tensor:
+def selective_decay(params, sparsity, *, scope: str = "global",
+                    batched: bool = False) -> torch.Tensor:
     r"""Weight decay on the weights a magnitude cut would remove, and on no others.
 
     .. math:: R(w) = \tfrac12 \sum_i (1 - m_i)\, w_i^2, \qquad
@@ -454,6 +461,8 @@ def selective_decay(params, sparsity, *, scope: str = "global") -> torch.Tensor:
         The target fraction :math:`\kappa \in [0, 1)` of the later cut.
     scope : {"global", "layer"}
         As in :func:`magnitude_masks`.
+    batched : bool
+        As in :func:`magnitude_masks` (one cut per stacked model; the penalties add up).
 
     Returns
     -------
@@ -471,7 +480,7 @@ def selective_decay(params, sparsity, *, scope: str = "global") -> torch.Tensor:
     leaves, spec = _leaves(params, "params")
     with torch.no_grad():
         m = tree_flatten(magnitude_masks(tree_unflatten([t.detach() for t in leaves], spec),
-                                         sparsity, scope=scope))[0]
+                                         sparsity, scope=scope, batched=batched))[0]
     return sum(0.5 * (t * (~k).to(t.dtype)).pow(2).sum() for t, k in zip(leaves, m,
                                                                             strict=True))
 
@@ -612,7 +621,7 @@ def hard_concrete_l0(log_alpha, *, temperature: float = 2 / 3,
 # ----------------------------------------------------------------------------- training
 
 def iterative_magnitude_pruning(params, train_fn, sparsity, *, n_rounds: int = 3,
-                                scope: str = "global", rewind=None):
+                                scope: str = "global", rewind=None, batched: bool = False):
     r"""Iterative magnitude pruning with weight rewinding (train, prune, rewind, repeat).
 
     Round :math:`r = 1, \dots, R` trains from the rewinding point with the current mask,
@@ -641,6 +650,8 @@ def iterative_magnitude_pruning(params, train_fn, sparsity, *, n_rounds: int = 3
     rewind : same structure as ``params``, optional
         The weights each later round restarts from (e.g. those after a few training
         steps); default ``params``.
+    batched : bool
+        As in :func:`magnitude_masks`: :math:`B` stacked models, each cut separately.
 
     Returns
     -------
@@ -672,7 +683,7 @@ def iterative_magnitude_pruning(params, train_fn, sparsity, *, n_rounds: int = 3
     for r in range(1, n_rounds + 1):
         trained = train_fn(current if r == 1 else apply_masks(start, masks), masks)
         kappa_r = 1 - (1 - kappa) ** (r / n_rounds)
-        masks = magnitude_masks(trained, kappa_r, scope=scope, masks=masks)
+        masks = magnitude_masks(trained, kappa_r, scope=scope, masks=masks, batched=batched)
     final = train_fn(apply_masks(start, masks), masks)
     return apply_masks(final, masks), masks
 
