@@ -274,6 +274,26 @@ def test_iterative_pruning_rewinds_and_reaches_the_sparsity():
     assert all(torch.equal(w[k], target[k] * one[k]) for k in w)
 
 
+def test_batched_penalty_and_iterative_pruning_equal_one_model_at_a_time():
+    g = torch.Generator().manual_seed(17)
+    w = {"a": torch.randn(3, 6, 4, generator=g, dtype=F64),
+         "b": torch.randn(3, 9, generator=g, dtype=F64)}
+    per = [{k: v[i] for k, v in w.items()} for i in range(3)]
+    total = pruning.selective_decay(w, 0.6, batched=True)
+    assert abs(float(total - sum(pruning.selective_decay(q, 0.6) for q in per))) < 1e-13
+    target = {k: v * 2 + 1 for k, v in w.items()}
+
+    def train(p, m):  # deterministic "training": move the kept weights to the target
+        return {k: target[k] * m[k] for k in p}
+
+    _, mb = pruning.iterative_magnitude_pruning(w, train, 0.8, n_rounds=2, batched=True)
+    for i, q in enumerate(per):
+        t_i = {k: v[i] for k, v in target.items()}
+        _, mi = pruning.iterative_magnitude_pruning(q, lambda p, m, t=t_i: {
+            k: t[k] * m[k] for k in p}, 0.8, n_rounds=2)
+        assert all(torch.equal(mb[k][i], mi[k]) for k in w)
+
+
 def test_sparse_training_step_is_drop_smallest_grow_largest():
     g = torch.Generator().manual_seed(15)
     w = torch.randn(30, generator=g, dtype=F64)
