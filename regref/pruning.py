@@ -9,6 +9,8 @@ them. A mask keeps the weights of largest *score*, by default the magnitude :mat
   threshold for all tensors, "class blinded") or per tensor ("class uniform"), in one
   selection pass (one ``kthvalue``) over all parameters;
 - :func:`structured_mask`: prune whole channels (slices along a dimension) of smallest norm;
+- :func:`block_mask`: keep the largest ``keep`` of every ``block`` consecutive weights (N:M
+  sparsity, e.g. 2:4);
 - :func:`apply_masks`, :func:`mask_sparsity`: zero the pruned weights, count them;
 - :func:`group_lasso_penalty`, :func:`group_lasso_prox`: the group lasso on channels and its
   prox (group soft thresholding, :func:`regref.prox.prox_l2`), which zeroes whole channels;
@@ -47,6 +49,7 @@ from .prox import prox_l2
 __all__ = [
     "magnitude_masks",
     "structured_mask",
+    "block_mask",
     "apply_masks",
     "mask_sparsity",
     "group_lasso_penalty",
@@ -289,6 +292,50 @@ def structured_mask(weight, sparsity, *, dim: int = 0, ord: float = 2,
     shape[d] = Wb.shape[d]
     mask = keep.reshape(shape).expand(Wb.shape)
     return mask if batched else mask[0]
+
+
+def block_mask(weight, keep: int, block: int) -> torch.Tensor:
+    r"""N:M sparsity: in every block of ``block`` consecutive weights along the last
+    dimension, keep the ``keep`` of largest magnitude.
+
+    .. math:: \#\{i \in \text{block} : m_i = 1\} = \texttt{keep} \quad
+              \text{for every block},
+
+    the pattern that sparse tensor cores accelerate (2:4). All blocks are one batch of
+    rows for the selection kernel, so the whole tensor is cut in one pass; ties are broken
+    as in :func:`magnitude_masks`. Cost: :math:`O(n)`. Derived in chapter 14.
+
+    Parameters
+    ----------
+    weight : tensor
+        Its last dimension must be a multiple of ``block``.
+    keep : int
+        Weights kept per block, ``1 <= keep <= block``.
+    block : int
+        Block length.
+
+    Returns
+    -------
+    tensor
+        Boolean, the shape of ``weight``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from regref.pruning import block_mask
+    >>> block_mask(torch.tensor([[0.1, -2.0, 0.3, 1.0, 5.0, 0.0, 0.2, -0.1]]), 2, 4).int()
+    tensor([[0, 1, 0, 1, 1, 0, 1, 0]], dtype=torch.int32)
+    """
+    W = check_finite(as_float_tensor(weight, "weight"), "weight")
+    block = check_positive_int(block, "block")
+    keep = check_positive_int(keep, "keep")
+    if keep > block:
+        raise ValueError(f"keep must be at most block ({block}), got {keep}")
+    if W.ndim < 1 or W.numel() == 0 or W.shape[-1] % block:
+        raise ValueError(f"weight must be non-empty with a last dimension that is a "
+                         f"multiple of block ({block}), got shape {tuple(W.shape)}")
+    rows = W.abs().reshape(-1, block)
+    return _prune_smallest_kernel(rows, block - keep).reshape(W.shape)
 
 
 def apply_masks(params, masks):

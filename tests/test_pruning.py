@@ -168,6 +168,20 @@ def test_kernel_pastes_alone_and_breaks_ties_by_index():
         assert torch.equal(keep, pruning._prune_smallest_kernel(S, k))
 
 
+def test_block_mask_keeps_the_largest_of_each_block():
+    g = torch.Generator().manual_seed(18)
+    W = torch.randn(6, 16, generator=g, dtype=F64)
+    m = pruning.block_mask(W, 2, 4)
+    blocks, mb = W.abs().reshape(-1, 4), m.reshape(-1, 4)
+    assert bool((mb.sum(1) == 2).all())
+    for row, keep in zip(blocks, mb, strict=True):
+        assert set(torch.topk(row, 2).indices.tolist()) == set(torch.nonzero(keep).reshape(-1)
+                                                               .tolist())
+    assert bool(pruning.block_mask(W, 4, 4).all())
+    ties = torch.tensor([1.0, 1.0, 1.0, 1.0])
+    assert pruning.block_mask(ties, 1, 4).tolist() == [False, False, False, True]
+
+
 # --- group lasso on channels -----------------------------------------------------------------
 
 def test_group_prox_is_prox_l2_on_channels_and_zeroes_small_ones():
@@ -341,6 +355,10 @@ BAD = [
     (lambda: pruning.structured_mask(W4, 0.5, dim=2), ValueError, "dim"),
     (lambda: pruning.structured_mask(W4, 0.5, ord=0), ValueError, "ord"),
     (lambda: pruning.structured_mask(W4, 1.5), ValueError, "sparsity"),
+    (lambda: pruning.block_mask(W4, 2, 2), ValueError, "weight"),
+    (lambda: pruning.block_mask(W4, 4, 3), ValueError, "keep"),
+    (lambda: pruning.block_mask(W4, 0, 3), ValueError, "keep"),
+    (lambda: pruning.block_mask(W4, 1, 2.0), ValueError, "block"),
     (lambda: pruning.apply_masks(W4, torch.ones(2)), ValueError, "masks"),
     (lambda: pruning.mask_sparsity([]), ValueError, "masks"),
     (lambda: pruning.group_lasso_prox(W4, -1.0), ValueError, "tau"),
