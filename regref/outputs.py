@@ -612,7 +612,8 @@ def self_distill_kernel_ridge(K, y, lam, rounds, weight: float = 0.5) -> torch.T
     Parameters
     ----------
     K : tensor of shape (n, n)
-        Symmetric positive semidefinite kernel matrix (checked).
+        Symmetric positive semidefinite kernel matrix. Symmetry is checked, and that
+        :math:`K + \lambda I` is positive definite (one Cholesky factorization).
     y : tensor of shape (n,) or (n, k)
         Response(s); converted to ``K``'s dtype and device.
     lam : float
@@ -666,9 +667,9 @@ def self_distill_kernel_ridge(K, y, lam, rounds, weight: float = 0.5) -> torch.T
     if r.numel() == 0 or bool((r < 0).any() | r.isnan().any()) or bool(
             (r[r.isfinite()] != r[r.isfinite()].round()).any()):
         raise ValueError(f"rounds must be non-negative integers (or math.inf), got {rounds!r}")
-    scale = float(K.diagonal().abs().max())
-    if float(torch.linalg.eigvalsh(K)[0]) < -1e-8 * max(scale, 1.0):
-        raise ValueError("K must be positive semidefinite")
+    eye = torch.eye(K.shape[0], dtype=K.dtype, device=K.device)
+    if int(torch.linalg.cholesky_ex(K + lam * eye)[1]) != 0:  # as ridge.kernel_ridge
+        raise ValueError("K must be positive semidefinite (K + lam I is not positive definite)")
     alpha = _self_distill_kernel(K, y.reshape(y.shape[0], -1), lam, w,
                                  r.to(dtype=K.dtype, device=K.device))
     alpha = alpha.reshape((len(r),) + tuple(y.shape))
