@@ -333,7 +333,7 @@ def test_temperature_kernel_pastes_alone():
     assert cert <= 1e-10 and abs(T - float(outputs.temperature_scale(z, y))) <= 1e-14 * T
 
 
-# --- ELR -------------------------------------------------------------------------------------------
+# --- ELR --------------------------------------------------------------------------------------
 
 
 def test_elr_loss_direct_and_targets():
