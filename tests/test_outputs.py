@@ -178,6 +178,14 @@ def test_temperature_scale_minimizes_nll_and_keeps_accuracy():
     assert torch.equal((z / T).argmax(-1), z.argmax(-1))
 
 
+@pytest.mark.parametrize("c", [0.25, 3.0])
+def test_temperature_scale_is_scale_equivariant(c):
+    """Scaling the logits by c > 0 scales the fitted temperature by c."""
+    z, y = _classifier_outputs(300, 6, seed=15)
+    T, Tc = outputs.temperature_scale(z, y), outputs.temperature_scale(c * z, y)
+    assert abs(float(Tc) - c * float(T)) <= 1e-8 * c * float(T)
+
+
 def test_temperature_scale_float32_and_warning():
     z, y = _classifier_outputs(200, 4, seed=11)
     T32 = outputs.temperature_scale(z.float(), y)
