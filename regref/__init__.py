@@ -28,5 +28,4 @@ from ._core import ConvergenceWarning, Info
 __version__ = "0.1.0"
 
 __all__ = ["ConvergenceWarning", "Info", "covariance", "curvature", "lowrank", "ot", "outputs",
-           "prox",
-           "ridge", "selection", "sparse", "tv", "__version__"]
+           "prox", "ridge", "selection", "sparse", "tv", "__version__"]
