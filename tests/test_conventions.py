@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import regref
-from regref import covariance, curvature, lowrank, ot, selection, sparse, tv
+from regref import covariance, curvature, lowrank, ot, outputs, selection, sparse, tv
 
 F64 = torch.float64
 
@@ -170,6 +170,13 @@ def _hessian_top_eig(**kw):
                                      **kw)
 
 
+def _temperature_scale(**kw):
+    g = _gen()
+    z = 3 * torch.randn(200, 5, generator=g, dtype=F64)
+    y = torch.multinomial(torch.softmax(z / 2, -1), 1, generator=g).squeeze(-1)
+    return outputs.temperature_scale(z, y, **kw)
+
+
 SOLVERS = {
     "sparse.lasso": _lasso, "sparse.lasso_path": _lasso_path,
     "sparse.elastic_net": _elastic_net, "sparse.group_lasso": _group_lasso,
@@ -182,6 +189,7 @@ SOLVERS = {
     "tv.tv_denoise": _tv_denoise, "tv.chambolle_pock": _chambolle_pock,
     "selection.evidence_ridge": _evidence, "selection.lbfgs": _lbfgs,
     "curvature.hessian_top_eig": _hessian_top_eig,
+    "outputs.temperature_scale": _temperature_scale,
 }
 
 
