@@ -22,10 +22,10 @@ concatenated batch, and its backward pass gives each rank's rows ``world_size`` 
 full-batch gradient, so that the gradient averaging of ``DistributedDataParallel`` (which
 divides by ``world_size``) yields exactly the full-batch gradient of the parameters. Losses
 that are functions of sums over samples (means, Gram matrices) all-reduce those sufficient
-statistics with ``torch.distributed.nn.functional.all_reduce``, whose backward is again an
-all-reduce; pairwise losses (:func:`uniformity`, :func:`mmd2`) all-gather the rows with
-``torch.distributed.nn.functional.all_gather`` (then every rank must pass the same number
-of rows). Each docstring says which and why.
+statistics with an all-reduce whose backward pass is again an all-reduce; pairwise losses
+(:func:`uniformity`, :func:`mmd2`) all-gather the rows, with a backward pass that sums each
+rank's share of the gradient over the ranks (then every rank must pass the same number of
+rows). Each docstring says which and why.
 
 Derivations: chapter 10.
 """
@@ -98,13 +98,49 @@ def _check_group(group):
     return group
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over the ranks of a group; the backward pass sums the gradients the same way
+    (every rank's loss depends on the sum)."""
+
+    @staticmethod
+    def forward(ctx, t, group):
+        import torch.distributed as dist
+
+        ctx.group = group
+        out = t.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _AllReduceSum.apply(grad, ctx.group), None
+
+
+class _AllGatherRows(torch.autograd.Function):
+    """Concatenate the ranks' rows (dimension -2); the backward pass gives each rank the sum
+    over ranks of the gradient of its own rows."""
+
+    @staticmethod
+    def forward(ctx, t, group):
+        import torch.distributed as dist
+
+        ctx.group, ctx.rank = group, dist.get_rank(group)
+        ctx.n = t.shape[-2]
+        parts = [torch.empty_like(t) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(parts, t.contiguous(), group=group)
+        return torch.cat(parts, dim=-2)
+
+    @staticmethod
+    def backward(ctx, grad):
+        total = _AllReduceSum.apply(grad, ctx.group)
+        return total.narrow(-2, ctx.rank * ctx.n, ctx.n), None
+
+
 def _reducer(group):
-    """Sum over ranks with autograd (its backward is again a sum), or the identity."""
+    """Sum over ranks with autograd (its backward is again a sum), or None."""
     if _check_group(group) is None:
         return None
-    from torch.distributed.nn.functional import all_reduce
-
-    return lambda t: all_reduce(t, group=group)
+    return lambda t: _AllReduceSum.apply(t, group)
 
 
 def _gather_rows(z: torch.Tensor, group) -> torch.Tensor:
@@ -112,14 +148,13 @@ def _gather_rows(z: torch.Tensor, group) -> torch.Tensor:
     if _check_group(group) is None:
         return z
     import torch.distributed as dist
-    from torch.distributed.nn.functional import all_gather
 
     sizes = [torch.zeros((), dtype=torch.long) for _ in range(dist.get_world_size(group))]
     dist.all_gather(sizes, torch.tensor(z.shape[-2]), group=group)
     if len({int(s) for s in sizes}) != 1:
         raise ValueError(f"z must have the same number of rows on every rank for a pairwise "
                          f"loss, got {[int(s) for s in sizes]}")
-    return torch.cat(all_gather(z.contiguous(), group=group), dim=-2)
+    return _AllGatherRows.apply(z, group)
 
 
 # ----------------------------------------------------------------------------- VICReg
