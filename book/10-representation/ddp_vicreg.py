@@ -24,15 +24,16 @@ from regref.representation import vicreg_loss
 def make_encoder(seed=0, p_in=64, hidden=64, p=16):
     """A two-layer MLP in float64, the same on every rank."""
     torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(p_in, hidden), torch.nn.ReLU(),
-                               torch.nn.Linear(hidden, p)).double()
+    f64 = torch.float64  # explicit, so the draws do not depend on the default dtype
+    return torch.nn.Sequential(torch.nn.Linear(p_in, hidden, dtype=f64), torch.nn.ReLU(),
+                               torch.nn.Linear(hidden, p, dtype=f64))
 
 
 def make_views(seed=1, n=64, p_in=64):
     """A global batch and two noisy, masked views of it (the same on every rank)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(n, p_in, generator=g, dtype=torch.float64)
-    views = [x * (torch.rand(x.shape, generator=g) > 0.25)
+    views = [x * (torch.rand(x.shape, generator=g, dtype=torch.float64) > 0.25)
              + 0.1 * torch.randn(x.shape, generator=g, dtype=torch.float64)
              for _ in range(2)]
     return views[0], views[1]
