@@ -519,11 +519,11 @@ def effective_rank(z, *, center: bool = True, group=None):
     2.0
     """
     z = _embeddings(z, "z")
-    s = torch.sqrt(torch.linalg.eigvalsh(_gram(z, group, False, bool(center))).clamp_min(0))
-    total = s.sum(-1, keepdim=True)
-    if bool((total == 0).any()):
+    lam = torch.linalg.eigvalsh(_gram(z, group, False, bool(center)))
+    if bool((lam.amax(-1) <= 0).any()):
         raise ValueError("z must not be constant (all singular values are zero)")
-    return torch.exp(_entropy(s / total))
+    s = torch.sqrt(lam.clamp_min(torch.finfo(z.dtype).tiny))  # finite gradients at 0
+    return torch.exp(_entropy(s / s.sum(-1, keepdim=True)))
 
 
 # ----------------------------------------------------------------------------- diagnostics

@@ -321,6 +321,16 @@ def _dist_worker(rank, world_size, n, p):
         value = _losses(a, b, group=dist.group.WORLD)[name]
         g1, g2 = torch.autograd.grad(value, (a, b), allow_unused=True)
         out[name] = (value.detach(), g1, g2)
+    # sufficient statistics also handle unequal shards (rank 0: 5 rows, rank 1: 11)
+    rows = slice(0, 5) if rank == 0 else slice(5, n)
+    a, b = z1[rows].clone().requires_grad_(), z2[rows].clone().requires_grad_()
+    value = R.vicreg_loss(a, b, group=dist.group.WORLD)
+    out["uneven"] = (value.detach(), *torch.autograd.grad(value, (a, b)))
+    try:  # a pairwise loss needs equal shards, and says so
+        R.uniformity(a, group=dist.group.WORLD)
+        out["uneven_error"] = ""
+    except ValueError as err:
+        out["uneven_error"] = str(err)
     return out
 
 
@@ -328,6 +338,16 @@ def test_two_processes_equal_the_full_batch():
     n, p, world = 16, 5, 2
     results = run_distributed(_dist_worker, n, p, world_size=world)
     z1, z2 = _views(n=n, p=p, seed=18)
+    for rank, res in enumerate(results):
+        assert "same number of rows" in res.pop("uneven_error")
+        value, g1, g2 = res.pop("uneven")
+        a, b = z1.clone().requires_grad_(), z2.clone().requires_grad_()
+        full = R.vicreg_loss(a, b)
+        h1, h2 = torch.autograd.grad(full, (a, b))
+        rows = slice(0, 5) if rank == 0 else slice(5, n)
+        torch.testing.assert_close(value, full.detach(), rtol=1e-12, atol=0)
+        torch.testing.assert_close(g1, world * h1[rows], rtol=1e-10, atol=1e-13)
+        torch.testing.assert_close(g2, world * h2[rows], rtol=1e-10, atol=1e-13)
     for name in results[0]:
         a, b = z1.clone().requires_grad_(), z2.clone().requires_grad_()
         value = _losses(a, b)[name]
