@@ -7,7 +7,8 @@ import pytest
 
 numpydoc_validate = pytest.importorskip("numpydoc.validate")
 
-MODULES = ["covariance", "lowrank", "ot", "prox", "ridge", "selection", "sparse", "tv"]
+MODULES = ["covariance", "lowrank", "ot", "prox", "representation", "ridge", "selection",
+           "sparse", "tv"]
 # GL08 no docstring, SS01 no summary, PR01 a parameter undocumented, PR02 a documented
 # parameter that does not exist, RT01 no Returns section, EX01 no Examples section.
 CHECKS = {"GL08", "SS01", "PR01", "PR02", "RT01", "EX01"}

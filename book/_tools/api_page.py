@@ -25,6 +25,7 @@ PAGE = ROOT / "book" / "appendices" / "api.md"
 MODULES = {  # module: its home chapter, in book order
     "prox": "04-sparsity", "ridge": "02-ridge", "selection": "03-selection",
     "sparse": "04-sparsity", "lowrank": "05-low-rank", "covariance": "06-covariance",
+    "representation": "10-representation",
     "ot": "15-optimal-transport", "tv": "16-inverse-problems",
 }
 
