@@ -952,8 +952,9 @@ def least_volume(z, delta=1.0, *, group=None):
     .. math:: \mathrm{Vol}(Z) = \Bigl(\prod_{j=1}^p (\hat\sigma_j + \delta)\Bigr)^{1/p},
 
     with :math:`\hat\sigma_j` the (biased) standard deviation of column :math:`j` over the
-    batch: the :math:`p`-th root of the paper's product, with the same minimizers. Paired with a Lipschitz decoder, it flattens the latent set onto as few
-    coordinates as the data needs; :math:`\delta > 0` keeps the gradient bounded when a
+    batch: the :math:`p`-th root of the paper's product, with the same minimizers. Paired
+    with a Lipschitz decoder, it flattens the latent set onto as few coordinates as the
+    data needs; :math:`\delta > 0` keeps the gradient bounded when a
     coordinate collapses (large :math:`\delta` makes it an :math:`\ell_1` penalty on the
     deviations). Computed through logarithms. Cost :math:`O(np)`. Under data parallelism
     (``group``) the column sums, then the centered sums of squares, are all-reduced.
