@@ -12,6 +12,9 @@ One module per family of regularizers (see the book, "Regularization, executable
 - :mod:`regref.covariance` -- the graphical lasso and total positivity;
 - :mod:`regref.curvature` -- Hessian-vector products, sharpness and per-sample gradients
   of any loss written with :mod:`torch.func`;
+- :mod:`regref.representation` -- anti-collapse losses (VICReg, Barlow Twins, uniformity),
+  spectral diagnostics, sparse activations and latent priors, correct under data
+  parallelism;
 - :mod:`regref.outputs` -- label smoothing, calibration, temperature scaling, distillation
   and noisy-label regularizers on a classifier's outputs;
 - :mod:`regref.pruning` -- magnitude and structured pruning masks, group lasso on channels,
@@ -31,6 +34,7 @@ from . import (
     outputs,
     prox,
     pruning,
+    representation,
     ridge,
     selection,
     sparse,
@@ -41,6 +45,20 @@ from ._core import ConvergenceWarning, Info
 #: The version of regref (PEP 440), as installed by pip.
 __version__ = "0.1.0"
 
-__all__ = ["ConvergenceWarning", "Info", "covariance", "curvature", "lowrank", "ot",
-           "outputs", "prox", "pruning", "ridge", "selection", "sparse", "tv",
-           "__version__"]
+__all__ = [
+    "ConvergenceWarning",
+    "Info",
+    "covariance",
+    "curvature",
+    "lowrank",
+    "ot",
+    "outputs",
+    "prox",
+    "pruning",
+    "representation",
+    "ridge",
+    "selection",
+    "sparse",
+    "tv",
+    "__version__",
+]
