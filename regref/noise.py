@@ -333,7 +333,10 @@ def dropout_glm_penalty(X, w, p, *, family: str = "logistic") -> torch.Tensor:
               + \frac12 \frac{q}{1-q} \sum_i A''(x_i^\top w) \sum_j x_{ij}^2 w_j^2 ,
 
     an adaptive ridge: confident predictions (small :math:`A''`) are penalized less
-    (Wager, Wang and Liang, 2013). ``family``: ``"logistic"``
+    (Wager, Wang and Liang, 2013). The expansion is in the size of the perturbation of
+    :math:`\eta_i` (the products :math:`x_{ij}w_j`), not in :math:`q`: every cumulant of
+    Bernoulli noise is of order :math:`q`, so the relative error is of order
+    :math:`\max_{ij}|x_{ij}w_j|` times :math:`|A'''/A''|`. ``family``: ``"logistic"``
     (:math:`A = \log(1+e^\eta)`, labels in [0, 1]), ``"poisson"`` (:math:`A = e^\eta`),
     or ``"squared"`` (the loss :math:`(y - \eta)^2`, for which the expansion is exact and
     the result is :func:`dropout_penalty`'s). Cost: :math:`O(np)` per parameter vector.
