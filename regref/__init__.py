@@ -10,6 +10,8 @@ One module per family of regularizers (see the book, "Regularization, executable
 - :mod:`regref.lowrank` -- nuclear norm, singular value thresholding, matrix completion,
   spectral norms and orthogonality;
 - :mod:`regref.covariance` -- the graphical lasso and total positivity;
+- :mod:`regref.noise` -- dropout, input noise, augmentation and quantization noise as
+  regularizers;
 - :mod:`regref.curvature` -- Hessian-vector products, sharpness and per-sample gradients
   of any loss written with :mod:`torch.func`;
 - :mod:`regref.representation` -- anti-collapse losses (VICReg, Barlow Twins, uniformity),
@@ -30,6 +32,7 @@ from . import (
     covariance,
     curvature,
     lowrank,
+    noise,
     ot,
     outputs,
     prox,
@@ -51,6 +54,7 @@ __all__ = [
     "covariance",
     "curvature",
     "lowrank",
+    "noise",
     "ot",
     "outputs",
     "prox",
