@@ -10,7 +10,8 @@ One module per family of regularizers (see the book, "Regularization, executable
 - :mod:`regref.lowrank` -- nuclear norm, singular value thresholding, matrix completion,
   spectral norms and orthogonality;
 - :mod:`regref.covariance` -- the graphical lasso and total positivity;
-- :mod:`regref.curvature` -- Hessian-vector products, sharpness and per-sample gradients
+- :mod:`regref.curvature` -- Hessian-vector products, sharpness, trace estimation, SAM,
+  gradient and Jacobian penalties, Lipschitz bounds and per-sample gradients
   of any loss written with :mod:`torch.func`;
 - :mod:`regref.ot` -- entropic (Sinkhorn), exact, quadratic and sparse optimal transport;
 - :mod:`regref.tv` -- total variation, deconvolution and plug-and-play for inverse problems.
