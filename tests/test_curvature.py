@@ -333,6 +333,11 @@ def test_two_to_inf_of_a_network_against_the_full_jacobian():
                                                  generator=torch.Generator().manual_seed(0))
     exact = (J**2).sum(1)
     assert bool(((sq.reshape(-1) - exact).abs() <= 5 * se.reshape(-1) + 1e-12).all())
+    # the returned norm is the exact norm of the chosen row: a certified lower bound,
+    # equal to the true norm when the largest estimate is on the largest row
+    row = int(sq.reshape(-1).argmax())
+    assert abs(float(norm) - float(exact[row].sqrt())) < 1e-12
+    assert float(norm) <= float(exact.max().sqrt()) * (1 + 1e-12)
 
 
 # ------------------------------------------------------------------ Gram iteration
