@@ -686,7 +686,7 @@ def sam_step(loss_fn, params, lr, rho, *, n_steps: int = 1, relative: bool = Fal
 
 
 def jacobian_penalty(f, x, n_proj: int = 1, *, generator=None):
-    r"""Unbiased random-projection estimate of :math:`\|J_f(x)\|_F^2`, differentiable.
+    r"""Unbiased random-projection estimate of the squared Frobenius norm of a Jacobian.
 
     .. math:: \|J\|_F^2 = \mathbb E_v\,\|J^\top v\|^2, \qquad v \sim \mathcal N(0, I),
 
