@@ -13,7 +13,6 @@ One module per family of regularizers (see the book, "Regularization, executable
 - :mod:`regref.noise` -- dropout, input noise, augmentation and quantization noise as
   regularizers;
 - :mod:`regref.curvature` -- Hessian-vector products, sharpness and per-sample gradients
-  of any loss written with :mod:`torch.func`;
 - :mod:`regref.representation` -- anti-collapse losses (VICReg, Barlow Twins, uniformity),
   spectral diagnostics, sparse activations and latent priors, correct under data
   parallelism;

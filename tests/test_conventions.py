@@ -177,6 +177,16 @@ def _temperature_scale(**kw):
     return outputs.temperature_scale(z, y, **kw)
 
 
+def _gram_spectral_norm(**kw):
+    W = torch.randn(3, 6, 4, generator=_gen(), dtype=F64)
+    return curvature.gram_spectral_norm(W, **kw)
+
+
+def _conv_spectral_bound(**kw):
+    K = torch.randn(4, 3, 3, 3, generator=_gen(), dtype=F64)
+    return curvature.conv_spectral_bound(K, 10, **kw)
+
+
 SOLVERS = {
     "sparse.lasso": _lasso, "sparse.lasso_path": _lasso_path,
     "sparse.elastic_net": _elastic_net, "sparse.group_lasso": _group_lasso,
@@ -190,6 +200,8 @@ SOLVERS = {
     "selection.evidence_ridge": _evidence, "selection.lbfgs": _lbfgs,
     "curvature.hessian_top_eig": _hessian_top_eig,
     "outputs.temperature_scale": _temperature_scale,
+    "curvature.gram_spectral_norm": _gram_spectral_norm,
+    "curvature.conv_spectral_bound": _conv_spectral_bound,
 }
 
 
