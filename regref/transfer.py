@@ -695,7 +695,7 @@ def kl_regularized_objective(policy, ref_logits, reward, beta):
     if bool((pi < 0).any()) or not torch.allclose(pi.sum(-1), torch.ones_like(pi[..., 0]),
                                                    atol=1e-6):
         raise ValueError("policy must be nonnegative and sum to one over the last dim")
-    ratio = torch.where(pi > 0, pi * (torch.log(pi.clamp(min=torch.finfo(pi.dtype).tiny))
-                                      - log_ref), pi.new_zeros(()))
-    kl = torch.nan_to_num(ratio, nan=0.0).sum(-1)
+    support = pi > 0      # 0 log 0 = 0; pi > 0 where the reference is 0 gives +inf
+    log_pi = torch.log(torch.where(support, pi, 1.0))
+    kl = torch.where(support, pi * (log_pi - torch.where(support, log_ref, 0.0)), 0.0).sum(-1)
     return (pi * reward).sum(-1) - (beta[..., 0] if beta.ndim else beta) * kl
