@@ -18,8 +18,11 @@ One module per family of regularizers (see the book, "Regularization, executable
   parallelism;
 - :mod:`regref.outputs` -- label smoothing, calibration, temperature scaling, distillation
   and noisy-label regularizers on a classifier's outputs;
+- :mod:`regref.transfer` -- regularizing toward a reference: L2-SP, elastic weight
+  consolidation with a correct Fisher, Fisher merging and KL to a reference policy;
 - :mod:`regref.pruning` -- magnitude and structured pruning masks, group lasso on channels,
   hard-concrete L0 gates, iterative pruning and dynamic sparse training;
+  of any loss written with :mod:`torch.func`;
 - :mod:`regref.ot` -- entropic (Sinkhorn), exact, quadratic and sparse optimal transport;
 - :mod:`regref.tv` -- total variation, deconvolution and plug-and-play for inverse problems.
 
@@ -40,6 +43,7 @@ from . import (
     ridge,
     selection,
     sparse,
+    transfer,
     tv,
 )
 from ._core import ConvergenceWarning, Info
@@ -62,6 +66,7 @@ __all__ = [
     "ridge",
     "selection",
     "sparse",
+    "transfer",
     "tv",
     "__version__",
 ]
