@@ -12,6 +12,8 @@ One module per family of regularizers (see the book, "Regularization, executable
 - :mod:`regref.covariance` -- the graphical lasso and total positivity;
 - :mod:`regref.curvature` -- Hessian-vector products, sharpness and per-sample gradients
   of any loss written with :mod:`torch.func`;
+- :mod:`regref.invariance` -- invariance across environments (IRMv1, V-REx, CORAL, Fishr,
+  Hessian alignment) and linear concept erasure (LEACE, INLP);
 - :mod:`regref.ot` -- entropic (Sinkhorn), exact, quadratic and sparse optimal transport;
 - :mod:`regref.tv` -- total variation, deconvolution and plug-and-play for inverse problems.
 
@@ -19,11 +21,22 @@ Every function takes and returns ``torch.Tensor`` (array-likes are converted), k
 the input's device and dtype, and raises ``ValueError`` on bad input.
 """
 
-from . import covariance, curvature, lowrank, ot, prox, ridge, selection, sparse, tv
+from . import (
+    covariance,
+    curvature,
+    invariance,
+    lowrank,
+    ot,
+    prox,
+    ridge,
+    selection,
+    sparse,
+    tv,
+)
 from ._core import ConvergenceWarning, Info
 
 #: The version of regref (PEP 440), as installed by pip.
 __version__ = "0.1.0"
 
-__all__ = ["ConvergenceWarning", "Info", "covariance", "curvature", "lowrank", "ot", "prox",
-           "ridge", "selection", "sparse", "tv", "__version__"]
+__all__ = ["ConvergenceWarning", "Info", "covariance", "curvature", "invariance", "lowrank",
+           "ot", "prox", "ridge", "selection", "sparse", "tv", "__version__"]
