@@ -467,11 +467,11 @@ def hessian_alignment_penalty(loss_fn, params, env, *batch, n_envs=None,
 
     with :math:`g_e = \nabla R_e(\theta)`, :math:`H_e = \nabla^2 R_e(\theta)` the gradient
     and Hessian of environment :math:`e`'s risk, and bars the means over environments.
-    :math:`H_e g_e` is never formed from :math:`H_e`: it is the sum over the samples of
-    :math:`e` of per-sample Hessian-vector products with the vector :math:`g_e`
-    (``vmap`` of a forward-over-reverse ``jvp``), so the cost is about three per-sample
-    gradients, memory :math:`nP`. Usually ``params`` are the classifier head's. Derived in
-    chapter 13.
+    :math:`H_e` is never formed: :math:`H_e g_e` is a forward-over-reverse
+    Hessian-vector product of :math:`R_e` (one ``vmap`` over the environments, the
+    kernel :func:`_hgp_kernel`), so the cost is about :math:`3E` passes over the batch
+    (no per-sample gradients), memory :math:`E` gradients. Usually ``params`` are the
+    classifier head's. Derived in chapter 13.
 
     Parameters
     ----------
@@ -507,26 +507,53 @@ def hessian_alignment_penalty(loss_fn, params, env, *batch, n_envs=None,
     """
     env, n_envs, dtype, n = _check_model(loss_fn, params, batch, env, n_envs, distributed)
     onehot = torch.nn.functional.one_hot(env, n_envs).to(dtype)
-    grads = per_sample_grads(loss_fn, params, *batch)
-    sums, counts = _env_sums(_flat_grads(grads, n), onehot, distributed)
+    counts = onehot.sum(0)
+    if distributed:
+        counts = _all_reduce(counts)
     _nonempty(counts)
-    g_env = sums / counts[:, None]  # (E, P)
-    leaves, spec = tree_flatten(params)
-    sizes = [t.numel() for t in leaves]
-
-    def one_hvp(v_flat, *sample):  # Hessian of one sample's loss times v
-        v = tree_unflatten([c.view_as(t) for c, t in zip(v_flat.split(sizes), leaves,
-                                                        strict=True)], spec)
-
-        def g(p):
-            return torch.func.grad(loss_fn)(p, *(s.unsqueeze(0) for s in sample))
-
-        return torch.func.jvp(g, (params,), (v,))[1]
-
-    hv = torch.func.vmap(one_hvp)(g_env[env], *batch)
-    hg_env = _env_sums(_flat_grads(hv, n), onehot, distributed)[0] / counts[:, None]
+    g_env, hg_env = _hgp_kernel(loss_fn, params, onehot.T / counts[:, None], batch,
+                                _all_reduce if distributed else None)
     return (((g_env - g_env.mean(0)) ** 2).sum(1) + ((hg_env - hg_env.mean(0)) ** 2).sum(1)
             ).mean()
+
+
+def _hgp_kernel(loss_fn, params, weights, batch, all_reduce=None):
+    r"""The part to copy: environment gradients and Hessian-gradient products.
+
+    ``weights`` (E, n) holds :math:`1/n_e` on the samples of environment :math:`e` and 0
+    elsewhere, so :math:`R_e(\theta) = \sum_i W_{ei}\ell_i(\theta)`. One ``vmap`` over
+    the environments of ``grad`` gives every :math:`g_e`; one of a forward-over-reverse
+    ``jvp`` gives every :math:`H_e g_e`, without forming :math:`H_e`. Under data
+    parallelism ``all_reduce`` sums each over the processes (the second one needs the
+    summed :math:`g_e`). Returns flattened ``(g, Hg)``, each of shape (E, P).
+    """
+    def per_sample_losses(p):  # each sample as a batch of one
+        return torch.func.vmap(lambda *s: loss_fn(p, *(t.unsqueeze(0) for t in s)))(*batch)
+
+    def risk(p, w):
+        return w @ per_sample_losses(p)
+
+    def flat(tree):
+        return torch.cat([t.reshape(t.shape[0], -1) for t in
+                          torch.utils._pytree.tree_flatten(tree)[0]], 1)
+
+    def unflat(v):  # (P,) -> the structure of params
+        leaves, spec = torch.utils._pytree.tree_flatten(params)
+        chunks = v.split([t.numel() for t in leaves])
+        return torch.utils._pytree.tree_unflatten(
+            [c.view_as(t) for c, t in zip(chunks, leaves, strict=True)], spec)
+
+    g = flat(torch.func.vmap(torch.func.grad(risk), in_dims=(None, 0))(params, weights))
+    if all_reduce is not None:
+        g = all_reduce(g)
+
+    def hvp_env(w, v):
+        return torch.func.jvp(lambda p: torch.func.grad(risk)(p, w), (params,), (unflat(v),))[1]
+
+    hg = flat(torch.func.vmap(hvp_env)(weights, g))
+    if all_reduce is not None:
+        hg = all_reduce(hg)
+    return g, hg
 
 
 # ----------------------------------------------------------------------------- erasure
