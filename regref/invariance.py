@@ -31,7 +31,7 @@ Derivations: chapter 13.
 from __future__ import annotations
 
 import torch
-from torch.utils._pytree import tree_flatten, tree_unflatten
+from torch.utils._pytree import tree_flatten
 
 from ._core import (
     Info,
@@ -58,18 +58,24 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- helpers
-def _all_reduce(t: torch.Tensor) -> torch.Tensor:
-    """Sum over the processes of the default group, differentiably."""
+def _check_distributed() -> None:
     import torch.distributed as dist
-    import torch.distributed.nn.functional as dist_nn
 
     if not (dist.is_available() and dist.is_initialized()):
         raise ValueError("distributed=True needs an initialized torch.distributed process group")
+
+
+def _all_reduce(t: torch.Tensor) -> torch.Tensor:
+    """Sum over the processes of the default group, differentiably."""
+    import torch.distributed.nn.functional as dist_nn
+
     return dist_nn.all_reduce(t)
 
 
 def _envs(env, n: int, n_envs, distributed: bool, device) -> tuple[torch.Tensor, int]:
     """Validate the environment labels; return them (long, on ``device``) and ``n_envs``."""
+    if distributed:
+        _check_distributed()
     if not isinstance(env, torch.Tensor):
         env = torch.as_tensor(env)
     if env.dtype.is_floating_point or env.is_complex() or env.dtype == torch.bool:
@@ -204,7 +210,8 @@ def _scale_derivatives(logits: torch.Tensor, y: torch.Tensor, loss_fn) -> torch.
         if losses.shape != (logits.shape[0],):
             raise ValueError(f"loss_fn must return per-sample losses of shape "
                              f"({logits.shape[0]},), got {tuple(losses.shape)}")
-        return torch.autograd.grad(losses.sum(), s, create_graph=True)[0]
+        keep = torch.is_grad_enabled() and logits.requires_grad  # to train through it
+        return torch.autograd.grad(losses.sum(), s, create_graph=keep)[0]
 
 
 def _default_loss(logits: torch.Tensor):
@@ -228,7 +235,8 @@ def irm_penalty(logits, y, env, n_envs=None, *, loss_fn=None, unbiased: bool = T
     product of the two half-sample means, which is unbiased for the squared population
     derivative when the halves are independent (the plug-in :math:`D_e^2` overestimates it
     by the variance of :math:`D_e`). The per-sample derivatives come from one backward
-    pass (``create_graph=True``, so the penalty can be trained through). Cost: one extra
+    pass (with ``create_graph`` when ``logits`` requires grad, so the penalty can be
+    trained through). Cost: one extra
     backward pass through the loss, :math:`O(nk)` for ``k`` classes. Derived in chapter 13.
 
     Parameters

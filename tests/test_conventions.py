@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import regref
-from regref import covariance, curvature, lowrank, ot, selection, sparse, tv
+from regref import covariance, curvature, invariance, lowrank, ot, selection, sparse, tv
 
 F64 = torch.float64
 
@@ -170,6 +170,12 @@ def _hessian_top_eig(**kw):
                                      **kw)
 
 
+def _inlp(**kw):
+    X, _ = _regression()
+    z = (X[:, 0] + 0.5 * X[:, 1] > 0).long()
+    return invariance.inlp(X, z, **kw)
+
+
 SOLVERS = {
     "sparse.lasso": _lasso, "sparse.lasso_path": _lasso_path,
     "sparse.elastic_net": _elastic_net, "sparse.group_lasso": _group_lasso,
@@ -182,6 +188,7 @@ SOLVERS = {
     "tv.tv_denoise": _tv_denoise, "tv.chambolle_pock": _chambolle_pock,
     "selection.evidence_ridge": _evidence, "selection.lbfgs": _lbfgs,
     "curvature.hessian_top_eig": _hessian_top_eig,
+    "invariance.inlp": _inlp,
 }
 
 
