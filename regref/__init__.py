@@ -20,6 +20,8 @@ One module per family of regularizers (see the book, "Regularization, executable
   and noisy-label regularizers on a classifier's outputs;
 - :mod:`regref.transfer` -- regularizing toward a reference: L2-SP, elastic weight
   consolidation with a correct Fisher, Fisher merging and KL to a reference policy;
+- :mod:`regref.invariance` -- invariance across environments (IRMv1, V-REx, CORAL, Fishr,
+  Hessian alignment) and linear concept erasure (LEACE, INLP);
 - :mod:`regref.pruning` -- magnitude and structured pruning masks, group lasso on channels,
   hard-concrete L0 gates, iterative pruning and dynamic sparse training;
   of any loss written with :mod:`torch.func`;
@@ -33,6 +35,7 @@ the input's device and dtype, and raises ``ValueError`` on bad input.
 from . import (
     covariance,
     curvature,
+    invariance,
     lowrank,
     noise,
     ot,
@@ -56,6 +59,7 @@ __all__ = [
     "Info",
     "covariance",
     "curvature",
+    "invariance",
     "lowrank",
     "noise",
     "ot",

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import regref
-from regref import covariance, curvature, lowrank, ot, outputs, selection, sparse, tv
+from regref import covariance, curvature, invariance, lowrank, ot, outputs, selection, sparse, tv
 
 F64 = torch.float64
 
@@ -187,6 +187,12 @@ def _conv_spectral_bound(**kw):
     return curvature.conv_spectral_bound(K, 10, **kw)
 
 
+def _inlp(**kw):
+    X, _ = _regression()
+    z = (X[:, 0] + 0.5 * X[:, 1] > 0).long()
+    return invariance.inlp(X, z, **kw)
+
+
 SOLVERS = {
     "sparse.lasso": _lasso, "sparse.lasso_path": _lasso_path,
     "sparse.elastic_net": _elastic_net, "sparse.group_lasso": _group_lasso,
@@ -202,6 +208,7 @@ SOLVERS = {
     "outputs.temperature_scale": _temperature_scale,
     "curvature.gram_spectral_norm": _gram_spectral_norm,
     "curvature.conv_spectral_bound": _conv_spectral_bound,
+    "invariance.inlp": _inlp,
 }
 
 
