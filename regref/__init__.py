@@ -10,6 +10,8 @@ One module per family of regularizers (see the book, "Regularization, executable
 - :mod:`regref.lowrank` -- nuclear norm, singular value thresholding, matrix completion,
   spectral norms and orthogonality;
 - :mod:`regref.covariance` -- the graphical lasso and total positivity;
+- :mod:`regref.implicit` -- implicit regularization: early stopping as a spectral filter,
+  minimum-norm and minimum-l1 interpolation, max-margin directions, linear stability;
 - :mod:`regref.curvature` -- Hessian-vector products, sharpness and per-sample gradients
   of any loss written with :mod:`torch.func`;
 - :mod:`regref.ot` -- entropic (Sinkhorn), exact, quadratic and sparse optimal transport;
@@ -19,11 +21,11 @@ Every function takes and returns ``torch.Tensor`` (array-likes are converted), k
 the input's device and dtype, and raises ``ValueError`` on bad input.
 """
 
-from . import covariance, curvature, lowrank, ot, prox, ridge, selection, sparse, tv
+from . import covariance, curvature, implicit, lowrank, ot, prox, ridge, selection, sparse, tv
 from ._core import ConvergenceWarning, Info
 
 #: The version of regref (PEP 440), as installed by pip.
 __version__ = "0.1.0"
 
-__all__ = ["ConvergenceWarning", "Info", "covariance", "curvature", "lowrank", "ot", "prox",
-           "ridge", "selection", "sparse", "tv", "__version__"]
+__all__ = ["ConvergenceWarning", "Info", "covariance", "curvature", "implicit", "lowrank", "ot",
+           "prox", "ridge", "selection", "sparse", "tv", "__version__"]

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import regref
-from regref import covariance, curvature, lowrank, ot, selection, sparse, tv
+from regref import covariance, curvature, implicit, lowrank, ot, selection, sparse, tv
 
 F64 = torch.float64
 
@@ -170,6 +170,25 @@ def _hessian_top_eig(**kw):
                                      **kw)
 
 
+def _diagonal_net_flow(**kw):
+    X, y = _regression(n=6, p=12)
+    return implicit.diagonal_net_flow(X, y, torch.tensor([0.5, 2.0], dtype=F64), **kw)
+
+
+def _diagonal_net_limit(**kw):
+    X, y = _regression(n=6, p=12)
+    return implicit.diagonal_net_limit(X, y, torch.tensor([1e-6, 2.0], dtype=F64), **kw)
+
+
+def _sharpness(**kw):
+    X, y = _regression()
+
+    def loss(w):
+        return 0.5 * ((torch.tanh(X @ w) - y) ** 2).mean()
+
+    return implicit.sharpness(loss, 0.1 * torch.ones(12, dtype=F64), generator=_gen(), **kw)
+
+
 SOLVERS = {
     "sparse.lasso": _lasso, "sparse.lasso_path": _lasso_path,
     "sparse.elastic_net": _elastic_net, "sparse.group_lasso": _group_lasso,
@@ -182,6 +201,8 @@ SOLVERS = {
     "tv.tv_denoise": _tv_denoise, "tv.chambolle_pock": _chambolle_pock,
     "selection.evidence_ridge": _evidence, "selection.lbfgs": _lbfgs,
     "curvature.hessian_top_eig": _hessian_top_eig,
+    "implicit.diagonal_net_flow": _diagonal_net_flow,
+    "implicit.diagonal_net_limit": _diagonal_net_limit, "implicit.sharpness": _sharpness,
 }
 
 
