@@ -332,8 +332,10 @@ def _diagonal_limit_kernel(X, y, alpha, tol, max_iter):
 
     whose gradient is :math:`Xw - y`. Steps are capped so that no :math:`(X^\top\mu)_j`
     moves by more than 1 (the function is exponential), then halved until they decrease
-    the objective (or, where rounding hides the decrease, the residual). A row stops when :math:`\|Xw - y\| \le tol\,\|y\|`, or when rounding
-    stops the progress (no decrease, or a residual below 1e-6 not halved in 10 steps). Returns ``(W (A, p), residuals (A,), n_iter)``.
+    the dual (or, where rounding hides the decrease, the residual). A row stops when
+    :math:`\|Xw - y\| \le tol\,\|y\|`, or when rounding stops the progress (no
+    decrease, or a residual below 1e-6 not halved in 10 steps). Returns
+    ``(W (A, p), residuals (A,), n_iter)``.
     """
     a2 = (alpha**2)[:, None]
     mu = X.new_zeros(alpha.shape[0], X.shape[0])              # (A, n)

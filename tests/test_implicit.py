@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import cvxpy as cp
-import numpy as np
 import pytest
 import torch
 from conftest import load_kernel
