@@ -377,10 +377,10 @@ def _diagonal_limit_kernel(X, y, alpha, tol, max_iter):
 
 def diagonal_net_limit(X, y, alpha, *, tol=None, max_iter: int = 500,
                        return_info: bool = False):
-    r"""The limit of :func:`diagonal_net_flow`, computed directly, for many
+    r"""The limit of the diagonal-network gradient flow, computed directly, for many
     initialization scales.
 
-    The flow from :math:`u = v = \alpha\mathbf 1` conserves :math:`u\odot v = \alpha^2` and
+    The flow of :func:`diagonal_net_flow` from :math:`u = v = \alpha\mathbf 1` conserves :math:`u\odot v = \alpha^2` and
     keeps :math:`\log(u/\alpha)` in the row space of :math:`X`, so its limit is the
     interpolator :math:`w = 2\alpha^2\sinh(2X^\top\mu)` with :math:`Xw = y`: the solution of
 
