@@ -382,7 +382,8 @@ def diagonal_net_limit(X, y, alpha, *, tol=None, max_iter: int = 500,
 
     The flow of :func:`diagonal_net_flow` from :math:`u = v = \alpha\mathbf 1`
     conserves :math:`u\odot v = \alpha^2` and keeps :math:`\log(u/\alpha)` in the row
-    space of :math:`X`, so its limit is the interpolator :math:`w = 2\alpha^2\sinh(2X^\top\mu)` with :math:`Xw = y`: the solution of
+    space of :math:`X`, so its limit is the interpolator
+    :math:`w = 2\alpha^2\sinh(2X^\top\mu)` with :math:`Xw = y`: the solution of
 
     .. math:: \min_w\ Q_\alpha(w) = \sum_i \Bigl(2\alpha^2 - \sqrt{4\alpha^4 + w_i^2}
               + w_i\operatorname{arcsinh}\frac{w_i}{2\alpha^2}\Bigr)
