@@ -12,6 +12,8 @@ One module per family of regularizers (see the book, "Regularization, executable
 - :mod:`regref.covariance` -- the graphical lasso and total positivity;
 - :mod:`regref.noise` -- dropout, input noise, augmentation and quantization noise as
   regularizers;
+- :mod:`regref.implicit` -- implicit regularization: early stopping as a spectral filter,
+  minimum-norm and minimum-l1 interpolation, max-margin directions, linear stability;
 - :mod:`regref.curvature` -- Hessian-vector products, sharpness and per-sample gradients
 - :mod:`regref.representation` -- anti-collapse losses (VICReg, Barlow Twins, uniformity),
   spectral diagnostics, sparse activations and latent priors, correct under data
@@ -35,6 +37,7 @@ the input's device and dtype, and raises ``ValueError`` on bad input.
 from . import (
     covariance,
     curvature,
+    implicit,
     invariance,
     lowrank,
     noise,
@@ -59,6 +62,7 @@ __all__ = [
     "Info",
     "covariance",
     "curvature",
+    "implicit",
     "invariance",
     "lowrank",
     "noise",

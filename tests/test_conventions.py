@@ -15,7 +15,18 @@ import pytest
 import torch
 
 import regref
-from regref import covariance, curvature, invariance, lowrank, ot, outputs, selection, sparse, tv
+from regref import (
+    covariance,
+    curvature,
+    implicit,
+    invariance,
+    lowrank,
+    ot,
+    outputs,
+    selection,
+    sparse,
+    tv,
+)
 
 F64 = torch.float64
 
@@ -193,6 +204,25 @@ def _inlp(**kw):
     return invariance.inlp(X, z, **kw)
 
 
+def _diagonal_net_flow(**kw):
+    X, y = _regression(n=6, p=12)
+    return implicit.diagonal_net_flow(X, y, torch.tensor([0.5, 2.0], dtype=F64), **kw)
+
+
+def _diagonal_net_limit(**kw):
+    X, y = _regression(n=6, p=12)
+    return implicit.diagonal_net_limit(X, y, torch.tensor([1e-6, 2.0], dtype=F64), **kw)
+
+
+def _sharpness(**kw):
+    X, y = _regression()
+
+    def loss(w):
+        return 0.5 * ((torch.tanh(X @ w) - y) ** 2).mean()
+
+    return implicit.sharpness(loss, 0.1 * torch.ones(12, dtype=F64), generator=_gen(), **kw)
+
+
 SOLVERS = {
     "sparse.lasso": _lasso, "sparse.lasso_path": _lasso_path,
     "sparse.elastic_net": _elastic_net, "sparse.group_lasso": _group_lasso,
@@ -209,6 +239,8 @@ SOLVERS = {
     "curvature.gram_spectral_norm": _gram_spectral_norm,
     "curvature.conv_spectral_bound": _conv_spectral_bound,
     "invariance.inlp": _inlp,
+    "implicit.diagonal_net_flow": _diagonal_net_flow,
+    "implicit.diagonal_net_limit": _diagonal_net_limit, "implicit.sharpness": _sharpness,
 }
 
 
