@@ -465,15 +465,6 @@ def test_bad_input(call, error, name):
         call()
 
 
-def test_numpydoc():
-    validate = pytest.importorskip("numpydoc.validate").validate
-    checks = {"GL08", "SS01", "PR01", "PR02", "RT01", "EX01"}
-    for name in noise.__all__:
-        errors = [f"{name} {code}: {msg}" for code, msg in
-                  validate(f"regref.noise.{name}")["errors"] if code in checks]
-        assert not errors, "\n".join(errors)
-
-
 @pytest.mark.gpu
 def test_gpu_matches_cpu():
     X, y, w = _problem(seed=21)
