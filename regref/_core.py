@@ -75,6 +75,17 @@ def check_positive(value, name: str) -> float:
     return v
 
 
+def check_nonneg(value, name: str) -> float:
+    """A finite number >= 0 (a strength, a radius, a weight); ``ValueError`` otherwise."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}") from err
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return v
+
+
 def check_positive_int(value, name: str) -> int:
     """A positive integer (an iteration budget, a block size); ``ValueError`` otherwise.
 

@@ -40,6 +40,7 @@ from ._core import (
     as_float_tensor,
     check_finite,
     check_generator,
+    check_nonneg,
     check_positive,
     check_positive_int,
     check_tol,
@@ -524,7 +525,7 @@ def gradient_penalty_grad(loss_fn, params, lam, *, method: str = "finite_differe
     if not callable(loss_fn):
         raise TypeError("loss_fn must be callable: loss_fn(params) -> scalar tensor")
     leaves, _, _ = _flat_view(params)
-    lam = float(_check_nonneg(lam, "lam"))
+    lam = float(check_nonneg(lam, "lam"))
     grad_fn = torch.func.grad(loss_fn)
     if method == "double_backprop":
         def penalized(p):
@@ -540,15 +541,6 @@ def gradient_penalty_grad(loss_fn, params, lam, *, method: str = "finite_differe
     return torch.utils._pytree.tree_map(lambda a, b: a + lam / h * (b - a), g, g_ahead)
 
 
-def _check_nonneg(value, name):
-    """A finite number >= 0 (a strength or a radius)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}") from err
-    if not (math.isfinite(v) and v >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    return v
 
 
 # ------------------------------------------------------------------ SAM and weight perturbation
@@ -603,7 +595,7 @@ def _perturbation(loss_fn, params, rho, n_steps, relative):
     """Validated ascent of :func:`adversarial_weight_perturbation`; also returns the loss
     at ``params`` (from the first gradient)."""
     leaves, _, _ = _flat_view(params)
-    rho = _check_nonneg(rho, "rho")
+    rho = check_nonneg(rho, "rho")
     n_steps = check_positive_int(n_steps, "n_steps")
     tiny = torch.finfo(leaves[0].dtype).tiny
     tree_map = torch.utils._pytree.tree_map

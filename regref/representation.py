@@ -36,7 +36,14 @@ import math
 
 import torch
 
-from ._core import as_float_tensor, check_finite, check_ndim, check_positive, check_positive_int
+from ._core import (
+    as_float_tensor,
+    check_finite,
+    check_ndim,
+    check_nonneg,
+    check_positive,
+    check_positive_int,
+)
 
 __all__ = [
     "vicreg_loss",
@@ -77,14 +84,6 @@ def _pair(z1, z2):
     return z1, z2
 
 
-def _nonneg(value, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}") from err
-    if not (math.isfinite(v) and v >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    return v
 
 
 def _check_group(group):
@@ -232,11 +231,11 @@ def vicreg_loss(z1, z2, *, inv_weight=25.0, var_weight=25.0, cov_weight=1.0,
     (0.0, 0.99, 0.0)
     """
     z1, z2 = _pair(z1, z2)
-    weights = [_nonneg(w, name) for w, name in ((inv_weight, "inv_weight"),
+    weights = [check_nonneg(w, name) for w, name in ((inv_weight, "inv_weight"),
                                                 (var_weight, "var_weight"),
                                                 (cov_weight, "cov_weight"))]
     target_std = check_positive(target_std, "target_std")
-    std_eps = _nonneg(std_eps, "std_eps")
+    std_eps = check_nonneg(std_eps, "std_eps")
     inv, var, cov = _vicreg_kernel(z1, z2, target_std, std_eps, _reducer(group))
     loss = weights[0] * inv + weights[1] * var + weights[2] * cov
     return (loss, (inv, var, cov)) if return_terms else loss
@@ -312,8 +311,8 @@ def barlow_twins_loss(z1, z2, lam=5e-3, *, std_eps=1e-5, normalize: bool = True,
     0.0
     """
     z1, z2 = _pair(z1, z2)
-    lam = _nonneg(lam, "lam")
-    std_eps = _nonneg(std_eps, "std_eps")
+    lam = check_nonneg(lam, "lam")
+    std_eps = check_nonneg(std_eps, "std_eps")
     return _barlow_twins_kernel(z1, z2, lam, std_eps, bool(normalize), _reducer(group))
 
 
