@@ -288,7 +288,9 @@ def _norm_gram(rows, cols, shape):
     inflate = 1 + 4 * min(shape) * torch.finfo(torch.float64).eps
 
     def norm(r):
-        R = torch.sparse_coo_tensor(torch.stack([rows, cols]), r.double(), shape)
+        # indices validated by _observed: in range and without duplicates
+        R = torch.sparse_coo_tensor(torch.stack([rows, cols]), r.double(), shape,
+                                    check_invariants=False)
         with warnings.catch_warnings():  # torch's "sparse CSR support is in beta" notice
             warnings.simplefilter("ignore", UserWarning)
             G = (R.t() @ R if side else R @ R.t()).to_dense()
