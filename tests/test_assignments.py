@@ -87,3 +87,12 @@ def test_instructor_page_lists_every_assignment_with_its_points():
         row = re.search(rf"^\|\s*`{master.parent.name}`.*$", page, re.M)
         assert row, f"{master.parent.name} missing from the instructor page"
         assert re.search(rf"\|\s*{total}\s*\|", row.group(0)), (master.parent.name, total)
+
+
+@pytest.mark.parametrize("master", MASTERS, ids=lambda p: p.parent.name)
+def test_master_is_executed_top_to_bottom(master):
+    """The master runs as committed (solutions, then public and hidden tests): every code
+    cell executed, in order, with no error output."""
+    cells = [c for c in nbformat.read(master, as_version=4).cells if c.cell_type == "code"]
+    assert [c.execution_count for c in cells] == list(range(1, len(cells) + 1))
+    assert not [o for c in cells for o in c.outputs if o.output_type == "error"]
