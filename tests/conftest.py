@@ -153,3 +153,45 @@ def _distributed_entry(rank, worker, world_size, port, tmp, args):
         torch.save(worker(rank, world_size, *args), f"{tmp}/{rank}.pt")
     finally:
         dist.destroy_process_group()
+
+
+class DispatchCounter(torch.utils._python_dispatch.TorchDispatchMode):
+    """Count the aten kernels a piece of code launches and the tensors it allocates.
+
+    ``ops`` lists every aten op name called (views included, so filter with ``kernels``);
+    ``allocations`` lists ``(op name, number of elements)`` for every output tensor that
+    owns new storage (views and in-place results share their input's storage and are not
+    counted). Use as ``with DispatchCounter() as c: fn()``; it sees what the dispatcher
+    sees, so compiled (inductor) code shows as the few fused kernels it calls.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.ops, self.allocations = [], []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        self.ops.append(name)
+        inputs = {t.untyped_storage().data_ptr() for t in _tensors((args, kwargs))}
+        for t in _tensors(out):
+            if t.untyped_storage().data_ptr() not in inputs:
+                self.allocations.append((name, t.numel()))
+        return out
+
+    def kernels(self) -> list[str]:
+        """The ops that do work (not views, metadata or scalar reads)."""
+        free = {"view", "_unsafe_view", "as_strided", "expand", "t", "transpose", "permute",
+                "unsqueeze", "squeeze", "select", "slice", "alias", "detach", "_to_copy_meta",
+                "lift_fresh", "_local_scalar_dense", "unbind", "split", "reshape"}
+        return [op for op in self.ops if op not in free]
+
+    def allocated(self, at_least: int) -> list[tuple[str, int]]:
+        """The allocations of ``at_least`` elements or more."""
+        return [(op, n) for op, n in self.allocations if n >= at_least]
+
+
+def _tensors(tree):
+    from torch.utils._pytree import tree_leaves
+
+    return [t for t in tree_leaves(tree) if isinstance(t, torch.Tensor)]
