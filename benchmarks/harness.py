@@ -60,6 +60,9 @@ class Case:
     variants: list[Variant] = field(default_factory=list)
     score: Callable[[Any, Any], Any] | None = None  # (data, answer) -> what is compared
     repeats: int | None = None  # cap on timed runs; 0 times the warm-up run (slow cases)
+    # the distributions each peer calls (e.g. {"POT `sinkhorn`": ["POT"]}); by default
+    # found from the peer's code (:func:`libraries_of`)
+    peer_libs: dict[str, list[str]] | None = None
 
 
 @dataclass
@@ -98,6 +101,11 @@ class Row:
     tol: float
     variants_s: dict[str, float] = field(default_factory=dict)
     variants_rel_diff: dict[str, float] = field(default_factory=dict)
+    # added with the machine record of #16 (absent from older JSON: None / empty)
+    runs: int | None = None  # timed runs behind each median; 1: timed once
+    variants_device: dict[str, str] = field(default_factory=dict)  # variant -> "cpu"/"cuda"
+    peer_libs: list[str] = field(default_factory=list)  # distributions the peer calls
+    warmup_timed: bool | None = None  # the single timed run was the warm-up (repeats=0)
 
 
 PAUSE_S = 0.2
@@ -182,6 +190,7 @@ def run_case(case: Case, repeats: int = 5) -> list[Row]:
         if not v_diff[v.name] <= v.tol:
             raise MismatchError(f"{case.name} {case.size}: variant {v.name} differs from CPU "
                                 f"regref by {v_diff[v.name]:.2e} > {v.tol:.0e}")
+    runs = len(times["regref"])
     rows = []
     for peer in case.peers:
         diff = max_rel_diff(ref, answers[peer])
@@ -192,8 +201,82 @@ def run_case(case: Case, repeats: int = 5) -> list[Row]:
                         regref_s=med["regref"], peer_s=med[peer],
                         ratio=med[peer] / med["regref"], max_rel_diff=diff, tol=case.tol,
                         variants_s={v.name: med[v.name] for v in case.variants},
-                        variants_rel_diff=v_diff))
+                        variants_rel_diff=v_diff, runs=runs, warmup_timed=repeats == 0,
+                        variants_device={v.name: v.device for v in case.variants},
+                        peer_libs=(case.peer_libs or {}).get(peer)
+                        or libraries_of(case.peers[peer])))
     return rows
+
+
+# Top-level modules that are never "the peer": the language, the harness and the measured.
+_NOT_PEERS = {"builtins", "functools", "math", "dataclasses", "typing", "benchmarks",
+              "regref", "torch", "__main__"}
+
+
+def libraries_of(fn: Callable) -> list[str]:
+    """The installed distributions a peer callable uses (e.g. ``["POT", "numpy"]``).
+
+    Follows the callable through ``functools.partial``, closures, nested code and the
+    helper functions of its own module it calls, and maps every module, class or function
+    of another package it names to that package's distribution. torch is left out (it is
+    recorded anyway) unless nothing else is found. Conservative: a helper shared by two
+    peers lends its libraries to both.
+    """
+    import functools
+    import sys
+    import types
+    from importlib import metadata
+
+    dists = metadata.packages_distributions()
+    found: set[str] = set()
+    seen: set[int] = set()
+    inner = fn
+    while isinstance(inner, functools.partial):
+        inner = inner.func
+    home = getattr(inner, "__module__", None)
+
+    def top(obj) -> str | None:
+        mod = (obj.__name__ if isinstance(obj, types.ModuleType)
+               else getattr(obj, "__module__", None))
+        return mod.split(".")[0] if isinstance(mod, str) else None
+
+    def visit(obj) -> None:
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, functools.partial):
+            for x in (obj.func, *obj.args, *obj.keywords.values()):
+                visit(x)
+            return
+        if isinstance(obj, types.MethodType):
+            obj = obj.__func__
+        if isinstance(obj, types.FunctionType) and getattr(obj, "__module__", None) in (home, None):
+            codes = [obj.__code__]
+            while codes:
+                code = codes.pop()
+                for name in code.co_names:
+                    if name in obj.__globals__:
+                        visit(obj.__globals__[name])
+                codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+            for cell in obj.__closure__ or ():
+                try:
+                    visit(cell.cell_contents)
+                except ValueError:  # an empty cell
+                    pass
+            for default in obj.__defaults__ or ():
+                visit(default)
+            return
+        if isinstance(obj, types.ModuleType | type | types.FunctionType
+                      | types.BuiltinFunctionType) or callable(obj):
+            name = top(obj)
+            if name and name not in sys.stdlib_module_names:
+                found.add(name)
+
+    visit(fn)
+    libs = sorted({d for m in found if m not in _NOT_PEERS for d in dists.get(m, [])})
+    if not libs and "torch" in found:
+        libs = ["torch"]
+    return libs
 
 
 def _cpu_model() -> str:
@@ -205,6 +288,17 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def _threadpools() -> list[dict[str, Any]] | None:
+    """threadpoolctl's view of the native thread pools (BLAS and OpenMP libraries)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    keys = ("user_api", "internal_api", "prefix", "version", "num_threads",
+            "threading_layer", "architecture")
+    return [{k: i[k] for k in keys if k in i} for i in threadpool_info()]
 
 
 def _blas_threads() -> str | None:
@@ -240,6 +334,7 @@ def machine_info() -> dict[str, Any]:
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "regref_revision": regref_revision(),
         "peers": peer_versions(),
+        "threadpools": _threadpools(),
     }
 
 
@@ -258,12 +353,18 @@ def regref_revision() -> str | None:
     return rev + ("+dirty" if dirty else "")
 
 
+# Every library a suite compares with (recorded when installed); suites that add a peer
+# add it here.
+PEERS = ("scikit-learn", "POT", "scikit-image", "scipy", "skglm", "geomloss", "gglasso",
+         "fancyimpute", "numba", "pykeops")
+
+
 def peer_versions() -> dict[str, str]:
     """Versions of the peer libraries that are installed."""
     from importlib import metadata
 
     found = {}
-    for dist in ("scikit-learn", "POT", "scikit-image", "scipy", "skglm"):
+    for dist in PEERS:
         try:
             found[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -271,35 +372,112 @@ def peer_versions() -> dict[str, str]:
     return found
 
 
-def machine_line(info: dict[str, Any], repeats: int) -> str:
-    """One sentence describing the machine and date, for the top of a results table."""
-    gpu = info["gpu"] or "no GPU"
+def recorded_peers(info: dict[str, Any], rows: list[Row]) -> dict[str, str | None]:
+    """The version of every peer library the rows call (``None``: not recorded).
+
+    Rows that do not say which libraries they call (older results) stand for every peer
+    the machine record lists.
+    """
+    versions = dict(info.get("peers") or {})
+    versions.setdefault("scikit-learn", info.get("scikit_learn"))
+    named = list(dict.fromkeys(lib for r in rows for lib in r.peer_libs))
+    if not named or any(not r.peer_libs for r in rows):
+        named += [k for k in versions if k not in named]
+    core = {"torch": info.get("torch"), "numpy": info.get("numpy")}
+    return {lib: versions.get(lib) for lib in named if lib not in core}
+
+
+def missing_record(info: dict[str, Any], rows: list[Row]) -> list[str]:
+    """What the protocol promises about the machine that ``info`` does not hold."""
+    promised = {"CPU model": info.get("cpu"), "core count": info.get("usable_cores"),
+                "torch threads": info.get("torch_threads"), "torch version": info.get("torch"),
+                "numpy version": info.get("numpy"),
+                "regref revision": info.get("regref_revision")}
+    missing = [what for what, value in promised.items() if value in (None, "")]
+    if "peers" not in info:
+        missing.append("peer versions")
+    else:
+        missing += [f"{lib} version" for lib, v in recorded_peers(info, rows).items() if not v]
+    return missing
+
+
+def machine_line(info: dict[str, Any], repeats: int, rows: list[Row] | None = None) -> str:
+    """One paragraph describing the machine, the versions and the date, for the top of a
+    results table; it says what an older record lacks rather than leaving it out."""
+    rows = rows or []
+    gpu = info.get("gpu") or "no GPU"
+    threads = f"torch {info['torch_threads']} threads"
+    if info.get("blas_threads"):
+        threads += f", BLAS {info['blas_threads']}"
+    versions = [f"torch {info['torch']}", f"numpy {info['numpy']}"]
+    versions += [f"{lib} {v}" for lib, v in recorded_peers(info, rows).items() if v]
+    revision = info.get("regref_revision")
+    missing = missing_record(info, rows)
+    once = any(r.runs == 1 for r in rows)
     return (f"Measured {info['date'][:10]} on {info['cpu']} ({info['usable_cores']} cores, "
-            f"torch {info['torch_threads']} threads), {gpu}; torch {info['torch']}, "
-            f"numpy {info['numpy']}, scikit-learn {info['scikit_learn']}"
-            + "".join(f", {k} {v}" for k, v in (info.get("peers") or {}).items()
-                      if k != "scikit-learn")
-            + (f"; regref at {info['regref_revision']}" if info.get("regref_revision") else "")
-            + f". Times are medians of {repeats} runs after a warm-up.")
+            f"{threads}), {gpu}; " + ", ".join(versions)
+            + (f"; regref at revision {revision}" if revision else "")
+            + (f" (not recorded: {', '.join(missing)})" if missing else "")
+            + f". Times are medians of {repeats} runs after a warm-up"
+            + ("; the runs column gives each row's count (1: timed once"
+               + ("; †: the warm-up run itself, first-call costs included" if any(
+                   r.warmup_timed for r in rows) else "") + ")" if once
+               else "; the runs column gives each row's count")
+            + ".")
 
 
-def _ms(seconds: float) -> str:
-    ms = seconds * 1e3
-    return f"{ms:.0f}" if ms >= 100 else f"{ms:.3g}"
+def _num(v) -> str:
+    if isinstance(v, float) and not v.is_integer():
+        return f"{v:g}"
+    return f"{int(v):,}" if abs(v) >= 10_000 else str(int(v))
+
+
+def size_text(size: dict[str, Any]) -> str:
+    """``{"n": 500, "p": 5000}`` as ``n=500, p=5,000`` (one compact table cell)."""
+    return ", ".join(f"{k} = {_num(v)}" if " " in k else f"{k}={_num(v)}"
+                     for k, v in size.items())
+
+
+def time_text(seconds: float) -> str:
+    """A time with its unit and 3 significant digits: ``14.7 ms``, ``9.05 s``, ``1234 s``."""
+    if seconds < 1:
+        return f"{seconds * 1e3:.3g} ms"
+    return f"{seconds:.3g} s" if seconds < 1000 else f"{seconds:.0f} s"
+
+
+def ratio_text(ratio: float) -> str:
+    return (f"{ratio:.2g}" if ratio < 1 else f"{ratio:.3g}" if ratio < 100
+            else f"{ratio:.0f}") + "×"
+
+
+def diff_text(diff: float) -> str:
+    """``2.6e-8`` rather than ``2.6e-08``."""
+    if diff == 0:
+        return "0"
+    mantissa, exponent = f"{diff:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def runs_text(row: Row) -> str:
+    if row.runs is None:
+        return "?"
+    return f"{row.runs}†" if row.warmup_timed else str(row.runs)
 
 
 def markdown_table(rows: list[Row]) -> str:
-    """A MyST/GFM table, one line per row (no headings, so it can be ``{include}``-d)."""
-    size_keys = list(rows[0].size) if rows else []
+    """A MyST/GFM table, one line per row (no headings, so it can be ``{include}``-d).
+
+    Narrow enough for the book's page: the sizes share one column, times carry their
+    unit, the ratio and the difference are short.
+    """
     variants = list(dict.fromkeys(v for r in rows for v in r.variants_s))  # union, in order
-    head = (["problem", *size_keys, "peer", "regref (ms)", "peer (ms)", "ratio",
-             "max rel. diff"] + [f"regref {v} (ms)" for v in variants])
+    head = (["problem", "size", "peer", "regref time", "peer time", "ratio", "runs",
+             "max rel. diff"] + [f"regref {v}" for v in variants])
     lines = ["| " + " | ".join(head) + " |",
-             "|" + "|".join(["---"] + ["--:"] * len(size_keys) + ["---"] + ["--:"] * (
-                 4 + len(variants))) + "|"]
+             "|" + "|".join(["---"] * 3 + ["--:"] * (5 + len(variants))) + "|"]
     for r in rows:
-        cells = ([f"`{r.case}`", *(str(r.size[k]) for k in size_keys), r.peer,
-                  _ms(r.regref_s), _ms(r.peer_s), f"{r.ratio:.3g}", f"{r.max_rel_diff:.1e}"]
-                 + [_ms(r.variants_s[v]) if v in r.variants_s else "—" for v in variants])
+        cells = ([f"`{r.case}`", size_text(r.size), r.peer, time_text(r.regref_s),
+                  time_text(r.peer_s), ratio_text(r.ratio), runs_text(r), diff_text(r.max_rel_diff)]
+                 + [time_text(r.variants_s[v]) if v in r.variants_s else "—" for v in variants])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
