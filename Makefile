@@ -99,12 +99,22 @@ grade: env
 student: env
 	$(BIN)/python book/_tools/student_version.py --out _build/student $(NOTEBOOKS)
 
-# make bench [SUITE=sinkhorn] [CASE=text] [RESUME=1]: tens of minutes for all suites;
-# progress and an estimate of the time left are printed per case.
+# make bench: every suite, regref against its peers (tens of minutes on 2 cores), writing
+# benchmarks/results/<suite>.json and, rendered from it, <suite>.md (the appendix's table)
+# and <suite>.svg (its figure). A progress bar per suite shows the case running and an ETA
+# (tqdm, from requirements/bench.txt; without it a line per case).
+#   make bench SUITE=sinkhorn          one suite (SUITE="a b": several); the others are left as they are
+#   make bench CASE=sinkhorn_div       only the cases whose name contains the text; prints
+#                                      the table, writes nothing (a partial table never
+#                                      replaces a full one)
+#   make bench RESUME=1                skip suites already measured at this (committed)
+#                                      regref revision, and in a suite that was interrupted
+#                                      the cases already measured (benchmarks/results/.partial/)
+#   make bench RENDER=1                measure nothing: re-render tables and figures from the JSON
 bench: env
 	$(BIN)/python -m pip install -q --no-deps -r requirements/bench.txt
-	$(BIN)/python -m benchmarks.run --out benchmarks/results $(if $(SUITE),--suite $(SUITE)) \
-	    $(if $(CASE),--case "$(CASE)") $(if $(RESUME),--resume)
+	$(BIN)/python -m benchmarks.run --out benchmarks/results $(foreach s,$(SUITE),--suite $(s)) \
+	    $(if $(CASE),--case "$(CASE)") $(if $(RESUME),--resume) $(if $(RENDER),--render-only)
 
 clean:
 	rm -rf _build

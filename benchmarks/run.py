@@ -68,8 +68,10 @@ def _progress(name: str, cases: list, verbose: bool):
     except ImportError:
         return None
     return tqdm(total=len(cases), desc=name, unit="case", file=sys.stderr, dynamic_ncols=True,
+                # the ETA assumes the cases left take as long as the ones done; they are
+                # larger, so it is a lower bound
                 bar_format="{desc}: {n}/{total} cases |{bar}| {elapsed} so far, "
-                           "ETA {remaining} (at least: sizes grow) {postfix}")
+                           "at least {remaining} left{postfix}")
 
 
 def run_suite(name: str, out: Path, quick: bool = False, repeats: int = 3,
@@ -93,7 +95,7 @@ def run_suite(name: str, out: Path, quick: bool = False, repeats: int = 3,
         key = _key(case.name, case.size)
         t0 = time.perf_counter()
         if bar is not None:
-            bar.set_postfix_str(f"{case.name} {harness.size_text(case.size)}")
+            bar.set_postfix_str(f"now {case.name} {harness.size_text(case.size)}")
         if key in done_rows:
             case_rows = done_rows[key]
             what = "resumed from the partial results"
