@@ -12,13 +12,14 @@ re-renders it and compares.
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import matplotlib
 import matplotlib.style
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from . import harness
 
@@ -74,7 +75,10 @@ def figure(result: dict) -> Figure:
                        for case, size in groups])
         ax.set_ylim(len(groups) - 0.5 + (0.2 if gpus else 0), -0.5)
         ax.grid(axis="y", visible=False)
+        decades = math.log10(hi / lo) + math.log10(4)
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if decades < 2.5 else (1.0,)))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}×"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("peer time / regref time (log scale)")
         for x, text, ha in ((0.98, "regref faster →", "right"), (0.02, "← peer faster", "left")):
             ax.text(x, 1.0, text, transform=ax.transAxes, ha=ha, va="bottom", fontsize=9,

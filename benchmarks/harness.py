@@ -440,9 +440,10 @@ def size_text(size: dict[str, Any]) -> str:
 
 def time_text(seconds: float) -> str:
     """A time with its unit and 3 significant digits: ``14.7 ms``, ``9.05 s``, ``1234 s``."""
+    nbsp = "\u00a0"  # the unit stays with its number in a narrow column
     if seconds < 1:
-        return f"{seconds * 1e3:.3g} ms"
-    return f"{seconds:.3g} s" if seconds < 1000 else f"{seconds:.0f} s"
+        return f"{seconds * 1e3:.3g}{nbsp}ms"
+    return f"{seconds:.3g}{nbsp}s" if seconds < 1000 else f"{seconds:.0f}{nbsp}s"
 
 
 def ratio_text(ratio: float) -> str:
@@ -451,11 +452,12 @@ def ratio_text(ratio: float) -> str:
 
 
 def diff_text(diff: float) -> str:
-    """``2.6e-8`` rather than ``2.6e-08``."""
+    """``2.6e-8`` rather than ``2.6e-08``, with a non-breaking hyphen (U+2011) so that a
+    narrow column does not break it after the ``e-``."""
     if diff == 0:
         return "0"
     mantissa, exponent = f"{diff:.1e}".split("e")
-    return f"{mantissa}e{int(exponent)}"
+    return f"{mantissa}e{int(exponent)}".replace("-", "\u2011")
 
 
 def runs_text(row: Row) -> str:
@@ -467,17 +469,20 @@ def runs_text(row: Row) -> str:
 def markdown_table(rows: list[Row]) -> str:
     """A MyST/GFM table, one line per row (no headings, so it can be ``{include}``-d).
 
-    Narrow enough for the book's page: the sizes share one column, times carry their
-    unit, the ratio and the difference are short.
+    Narrow enough for the book's page: the sizes share one column (led by the problem's
+    name when a suite has several problems; the section heading names a single one),
+    times carry their unit, the ratio and the difference are short.
     """
     variants = list(dict.fromkeys(v for r in rows for v in r.variants_s))  # union, in order
-    head = (["problem", "size", "peer", "regref time", "peer time", "ratio", "runs",
-             "max rel. diff"] + [f"regref {v}" for v in variants])
+    problems = len({r.case for r in rows}) > 1
+    head = (["problem, size" if problems else "size", "peer", "regref time", "peer time",
+             "ratio", "runs", "max rel. diff"] + [f"regref {v}" for v in variants])
     lines = ["| " + " | ".join(head) + " |",
-             "|" + "|".join(["---"] * 3 + ["--:"] * (5 + len(variants))) + "|"]
+             "|" + "|".join(["---"] * 2 + ["--:"] * (5 + len(variants))) + "|"]
     for r in rows:
-        cells = ([f"`{r.case}`", size_text(r.size), r.peer, time_text(r.regref_s),
-                  time_text(r.peer_s), ratio_text(r.ratio), runs_text(r), diff_text(r.max_rel_diff)]
+        size = (f"`{r.case}` " if problems else "") + size_text(r.size)
+        cells = ([size, r.peer, time_text(r.regref_s), time_text(r.peer_s), ratio_text(r.ratio),
+                  runs_text(r), diff_text(r.max_rel_diff)]
                  + [time_text(r.variants_s[v]) if v in r.variants_s else "—" for v in variants])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

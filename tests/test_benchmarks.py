@@ -67,7 +67,7 @@ def test_table_with_a_variant_on_some_rows_only():
     rows = [harness.Row("toy", {"n": n}, "peer", 1.0, 2.0, 2.0, 0.0, 1e-8,
                         variants_s={"gpu": 0.5} if n == 1 else {}) for n in (1, 2)]
     lines = harness.markdown_table(rows).splitlines()
-    assert "regref gpu" in lines[0] and lines[2].endswith("| 500 ms |")
+    assert "regref gpu" in lines[0] and lines[2].endswith("| 500\u00a0ms |")
     assert lines[3].endswith("| — |")
 
 
@@ -148,6 +148,26 @@ def test_stored_results_record_the_machine(name):
     else:
         assert missing == [], f"{name}.json lacks {missing}: re-measure it"
         assert all(row.peer_libs for row in rows)
+
+
+# The appendix's text is 688 px wide in a 1280 px window (sphinx-book-theme with the page's
+# table style); measured in Chromium, a table's narrowest layout takes at most 11 px per
+# character of the longest unbreakable word of each column (cells break at spaces only:
+# sizes, times and differences use no-break characters inside).
+PAGE_CHARS = 688 // 11
+
+
+@pytest.mark.parametrize("name", sorted(run.SUITES))
+def test_stored_tables_fit_the_page_width(name):
+    """No results table scrolls sideways on the appendix page at the default width."""
+    lines = [line for line in (run.DEFAULT_OUT / f"{name}.md").read_text().splitlines()
+             if line.startswith("|") and not line.startswith("|--")]
+    cells = [[c.strip().replace("`", "") for c in line.strip("|").split("|")] for line in lines]
+    widest = [max(len(word) for cell in col for word in cell.split(" "))
+              for col in zip(*cells, strict=True)]
+    assert sum(widest) <= PAGE_CHARS, (
+        f"{name}.md: the longest words of its columns ({widest}) need {sum(widest)} "
+        f"characters > {PAGE_CHARS}: shorten peer labels or size keys")
 
 
 def test_figure_is_deterministic_and_shows_gpu_variants():
