@@ -4,7 +4,9 @@ A :class:`Case` holds one problem instance: ``setup()`` builds the data (untimed
 ``regref`` callable and every peer callable solve it with the same stopping rule (exact
 solves for direct methods). Each callable gets one warm-up run, whose answer is used for the
 correctness check, then ``repeats`` timed runs in a row; the reported time is the median
-(a case may cap ``repeats``; with 0, slow cases time the warm-up run itself).
+(a case may cap ``repeats``; with 0, slow cases time the warm-up run itself). Each
+:class:`Row` records how many runs its medians are of (``runs``; 1: timed once) and the
+distributions its peer calls (``peer_libs``), so that a table shows both.
 Callables are timed one block at a time, after a short pause, and never interleaved: after
 a call, OpenBLAS (numpy, scipy, scikit-learn) keeps its worker threads spinning for a while,
 and torch's threads running meanwhile would be slowed by up to 3x on a 2-core machine. ``ratio`` is
@@ -399,6 +401,19 @@ def missing_record(info: dict[str, Any], rows: list[Row]) -> list[str]:
     else:
         missing += [f"{lib} version" for lib, v in recorded_peers(info, rows).items() if not v]
     return missing
+
+
+def record_versions(info: dict[str, Any], libs) -> None:
+    """Add to ``info["peers"]`` the version of every distribution in ``libs`` it lacks
+    (a peer library outside :data:`PEERS`); torch and numpy are recorded on their own."""
+    from importlib import metadata
+
+    peers = info.setdefault("peers", {})
+    for lib in sorted(set(libs) - set(peers) - {"torch", "numpy"}):
+        try:
+            peers[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            pass
 
 
 def machine_line(info: dict[str, Any], repeats: int, rows: list[Row] | None = None) -> str:

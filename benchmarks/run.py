@@ -119,6 +119,7 @@ def run_suite(name: str, out: Path, quick: bool = False, repeats: int = 3,
                   f"{elapsed:.0f} s so far, at least {eta:.0f} s left", file=sys.stderr)
     if bar is not None:
         bar.close()
+    harness.record_versions(info, {lib for r in rows for lib in r["peer_libs"]})
     result = {"suite": name, "format": FORMAT, "machine": info, "repeats": repeats,
               "quick": quick, "rows": rows}
     if case_filter:

@@ -114,6 +114,9 @@ def test_machine_line_names_what_an_old_record_lacks():
     line = harness.machine_line(full, 3, [row])
     assert "POT 0.9" in line and "revision abc" in line and "not recorded" not in line
     assert harness.missing_record({**full, "peers": {}}, [row]) == ["POT version"]
+    other = {**full, "peers": {}}
+    harness.record_versions(other, ["pytest", "torch"])  # a peer outside harness.PEERS
+    assert other["peers"] == {"pytest": pytest.__version__}
 
 
 @pytest.mark.parametrize("name", sorted(run.SUITES))
