@@ -31,6 +31,7 @@ import warnings
 from collections.abc import Callable
 
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from ._core import (
     Info,
@@ -329,13 +330,15 @@ _COMPILE_FAILED: set[str] = set()   # device types where torch.compile failed in
 def _run_kernel(kernel, args, compile, like: torch.Tensor):
     """``kernel(*args, compile=...)``: compiled when ``compile`` is True, or None and
     ``like`` is on a GPU or has at least ``_COMPILE_PIXELS`` elements; eager when
-    compilation is unavailable (no C compiler, no Triton, an unsupported Python)."""
+    compilation is unavailable (no C compiler, no Triton, an unsupported Python) or under a
+    ``TorchDispatchMode`` (which ``torch.compile`` refuses)."""
     if compile is not None and not isinstance(compile, bool):
         raise TypeError(f"compile must be None, True or False, got {compile!r}")
     if compile is None:
         compile = like.device.type != "cpu" or like.numel() >= _COMPILE_PIXELS
     device = like.device.type
-    if compile and device not in _COMPILE_FAILED and torch._dynamo.is_dynamo_supported():
+    if (compile and device not in _COMPILE_FAILED and _get_current_dispatch_mode() is None
+            and torch._dynamo.is_dynamo_supported()):
         try:
             return kernel(*args, compile=True)
         except torch._dynamo.exc.TorchDynamoException:  # e.g. no working C++ compiler
