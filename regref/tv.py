@@ -330,8 +330,9 @@ _COMPILE_FAILED: set[str] = set()   # device types where torch.compile failed in
 def _run_kernel(kernel, args, compile, like: torch.Tensor):
     """``kernel(*args, compile=...)``: compiled when ``compile`` is True, or None and
     ``like`` is on a GPU or has at least ``_COMPILE_PIXELS`` elements; eager when
-    compilation is unavailable (no C compiler, no Triton, an unsupported Python) or under a
-    ``TorchDispatchMode`` (which ``torch.compile`` refuses)."""
+    compilation is unavailable (no C compiler, no Triton, an unsupported Python), under a
+    ``TorchDispatchMode`` (which ``torch.compile`` refuses), or once the compiled steps have
+    met more image shapes than dynamo's ``recompile_limit`` (8) in this process."""
     if compile is not None and not isinstance(compile, bool):
         raise TypeError(f"compile must be None, True or False, got {compile!r}")
     if compile is None:
@@ -341,6 +342,8 @@ def _run_kernel(kernel, args, compile, like: torch.Tensor):
             and torch._dynamo.is_dynamo_supported()):
         try:
             return kernel(*args, compile=True)
+        except torch._dynamo.exc.FailOnRecompileLimitHit:  # too many shapes in this process
+            pass
         except torch._dynamo.exc.TorchDynamoException:  # e.g. no working C++ compiler
             _COMPILE_FAILED.add(device)
     return kernel(*args, compile=False)

@@ -434,6 +434,20 @@ def test_tv_denoise_compile_falls_back_to_eager(noisy, monkeypatch):
     assert torch.equal(tv.tv_denoise(noisy, 0.1, compile=True), ref) and len(calls) == 3
 
 
+def test_tv_denoise_eager_past_the_recompile_limit(noisy, monkeypatch):
+    """Past dynamo's recompile limit (a ninth image shape in one process) fullgraph
+    compilation raises; that call runs eagerly and later calls still try to compile."""
+    def fake(fn, **options):
+        def limit(*args):
+            raise torch._dynamo.exc.FailOnRecompileLimitHit("Hard failure due to fullgraph")
+        return limit
+
+    monkeypatch.setattr(tv, "_COMPILE_FAILED", set())
+    monkeypatch.setattr(torch, "compile", fake)
+    assert torch.equal(tv.tv_denoise(noisy, 0.1, compile=True), tv.tv_denoise(noisy, 0.1))
+    assert tv._COMPILE_FAILED == set()
+
+
 def test_tv_denoise_compiles_where_it_pays(noisy, monkeypatch):
     """compile=None: eager on the CPU below 2**22 pixels, compiled from there (the threshold
     is lowered here to the test image); compile=True always asks for it, but not under a
