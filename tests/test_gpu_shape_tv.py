@@ -1,4 +1,4 @@
-"""GPU shape of the TV iteration, measured on the CPU (issue #16, DESIGN §7).
+"""GPU shape of the TV iteration, measured on the CPU (issue #16).
 
 Per iteration of ``tv._rof_kernel`` we count the aten kernels launched and the image-sized
 tensors allocated, as the difference between runs of ``K`` and ``2K`` iterations (so the
