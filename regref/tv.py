@@ -31,6 +31,7 @@ import warnings
 from collections.abc import Callable
 
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from ._core import (
     Info,
@@ -242,67 +243,115 @@ def tv_norm(u, *, isotropic: bool = True, weights=None) -> torch.Tensor:
     return mag.sum((-2, -1))
 
 
-def _rof_kernel(f, radius, isotropic, tol, max_iter, check_every):
+def _rof_kernel(f, radius, isotropic, tol, max_iter, check_every, compile=False):
     r"""The part to copy: ROF denoising of a batch by accelerated primal-dual iterations.
 
     For each image of ``f`` (B, H, W) it minimizes
     :math:`P(u) = \tfrac12\|u - f\|^2 + \sum_{ij} r_{ij}|(\nabla u)_{ij}|` with
     ``radius`` :math:`r = \lambda w` of shape (B, 1, 1) or (B, H, W), by Chambolle and Pock's
-    accelerated method for a 1-strongly convex primal. Every ``check_every`` iterations it
-    evaluates the duality gap :math:`P(u) - D(p)` at ``u`` and at
-    :math:`u_p = f + \operatorname{div} p`, keeps the better of the two for each image, and
-    stops when every gap divided by :math:`P(\bar f) = \tfrac12\|f - \bar f\|^2` is at most
-    ``tol`` or after ``max_iter`` iterations. Returns ``(u, relative gap of that u, n_iter)``.
+    accelerated method for a 1-strongly convex primal. The dual field is two images ``p0``,
+    ``p1`` (its vertical and horizontal parts). One iteration is three in-place steps on
+    preallocated buffers (no allocation, no host synchronization; the step sizes of a block
+    of iterations are computed on the host and sent as one tensor). With ``compile=True``
+    each step runs through ``torch.compile`` (a few fused loops per iteration). Every
+    ``check_every`` iterations it evaluates the duality gap :math:`P(u) - D(p)` at ``u`` and
+    at :math:`u_p = f + \operatorname{div} p`, keeps the better of the two for each image,
+    and stops when every gap divided by :math:`P(\bar f) = \tfrac12\|f - \bar f\|^2` is at
+    most ``tol`` or after ``max_iter`` iterations. Returns ``(u, relative gap of that u,
+    n_iter)``.
     """
-    def grad(u):  # forward differences, zero past the last row / column: (B, 2, H, W)
-        g = u.new_zeros(u.shape[0], 2, *u.shape[1:])
-        g[:, 0, :-1] = u[:, 1:] - u[:, :-1]
-        g[:, 1, :, :-1] = u[:, :, 1:] - u[:, :, :-1]
-        return g
+    def ascent(p0, p1, u_bar, sigma, dv=None, dh=None):  # p <- p + sigma grad u_bar
+        p0[:, :-1].addcmul_(torch.sub(u_bar[:, 1:], u_bar[:, :-1], out=dv), sigma)
+        p1[:, :, :-1].addcmul_(torch.sub(u_bar[:, :, 1:], u_bar[:, :, :-1], out=dh), sigma)
 
-    def div(p):  # minus the adjoint of grad
-        d = torch.zeros_like(p[:, 0])
-        d[:, :-1] += p[:, 0, :-1]
-        d[:, 1:] -= p[:, 0, :-1]
-        d[:, :, :-1] += p[:, 1, :, :-1]
-        d[:, :, 1:] -= p[:, 1, :, :-1]
+    def project(p0, p1, m=None):  # each pair onto the ball of radius r (or the l_inf box)
+        if not isotropic:
+            p0.clamp_(r_neg, radius)
+            p1.clamp_(r_neg, radius)
+            return
+        m = torch.hypot(p0, p1, out=m).clamp_(min=r_safe)
+        m = torch.div(radius, m, out=m)                   # min(1, r / |p|)
+        p0.mul_(m)
+        p1.mul_(m)
+
+    def div(p0, p1, d=None):  # minus the adjoint of grad (p0, p1 are 0 past the last row / col)
+        d = torch.add(p0, p1, out=d)
+        d[:, 1:].sub_(p0[:, :-1])
+        d[:, :, 1:].sub_(p1[:, :, :-1])
         return d
 
-    def magnitude(g):  # pointwise Euclidean (isotropic) or l1 norm of the pairs
-        return torch.hypot(g[:, 0], g[:, 1]) if isotropic else g.abs().sum(1)
+    def primal(p0, p1, u, u_bar, s, d=None):  # s = (sigma, tau, 1 + tau, 1 + theta)
+        u_bar.copy_(u)
+        u.addcmul_(div(p0, p1, d).add_(f), s[1]).div_(s[2])  # (u + tau (f + div p)) / (1 + tau)
+        u_bar.lerp_(u, s[3])                                  # u + theta (u - u_old)
 
-    def project(q):  # each pair onto the ball of radius r (Euclidean, or the l_inf box)
-        if not isotropic:
-            return q.clamp(min=-radius[:, None], max=radius[:, None])
-        return q * (radius / magnitude(q).clamp(min=tiny)).clamp(max=1.0)[:, None]
-
-    def gap(u, p):  # P(u) - D(p) = 1/2 ||u - u_p||^2 + sum r |grad u| - <grad u, p> >= 0
-        g = grad(u)
-        return (0.5 * ((u - f - div(p)) ** 2).sum((1, 2))
-                + (radius * magnitude(g)).sum((1, 2)) - (g * p).sum((1, 2, 3)))
+    def gap(u, p0, p1):  # P(u) - D(p) = 1/2 ||u - u_p||^2 + sum r |grad u| - <grad u, p> >= 0
+        g0, g1 = torch.zeros_like(u), torch.zeros_like(u)
+        ascent(g0, g1, u, one)                                # grad u
+        mag = torch.hypot(g0, g1) if isotropic else g0.abs() + g1.abs()
+        return (0.5 * ((u - f - div(p0, p1)) ** 2).sum((1, 2))
+                + (radius * mag - g0 * p0 - g1 * p1).sum((1, 2)))
 
     tiny = torch.finfo(f.dtype).tiny
+    r_safe, r_neg, one = radius.clamp(min=tiny), -radius, f.new_ones(())
     scale = (0.5 * ((f - f.mean((1, 2), keepdim=True)) ** 2).sum((1, 2))).clamp(min=tiny)
     tau, sigma, gamma = 0.3, 1.0 / (8 * 0.3), 0.5    # tau * sigma * ||grad||^2 <= 1
-    u, u_bar, p, n_iter = f.clone(), f.clone(), grad(f).zero_(), 0
+    p0, p1, u, u_bar, n_iter = torch.zeros_like(f), torch.zeros_like(f), f.clone(), f.clone(), 0
+    B, H, W = f.shape
+    bufs = (f.new_empty(B, H - 1, W), f.new_empty(B, H, W - 1), torch.empty_like(f))
+    sched, steps = f.new_empty(check_every, 4), [ascent, project, primal]
+    if compile:   # the same steps, traced without the buffers so that inductor fuses them
+        steps = [torch.compile(s, fullgraph=True, dynamic=False) for s in steps]
+        bufs = (None, None, None)
     while True:
+        rows = []   # the step sizes of the next iterations, (sigma, tau, 1 + tau, 1 + theta)
         for _ in range(min(check_every, max_iter - n_iter)):
-            p = project(p + sigma * grad(u_bar))
-            u_old, u = u, (u + tau * (f + div(p))) / (1.0 + tau)
             theta = 1.0 / math.sqrt(1.0 + 2.0 * gamma * tau)
+            rows.append((sigma, tau, 1.0 + tau, 1.0 + theta))
             tau, sigma = theta * tau, sigma / theta
-            u_bar = u + theta * (u - u_old)
+        sched[:len(rows)].copy_(torch.tensor(rows, dtype=f.dtype))
+        for s in sched[:len(rows)]:
+            steps[0](p0, p1, u_bar, s[0], *bufs[:2])
+            steps[1](p0, p1, bufs[2])
+            steps[2](p0, p1, u, u_bar, s, bufs[2])
             n_iter += 1
-        u_p = f + div(p)
-        gap_u, gap_p = gap(u, p), gap(u_p, p)
+        u_p = f + div(p0, p1)
+        gap_u, gap_p = gap(u, p0, p1), gap(u_p, p0, p1)
         best = torch.where((gap_p <= gap_u)[:, None, None], u_p, u)
         cert = torch.minimum(gap_u, gap_p) / scale
         if bool((cert <= tol).all()) or n_iter >= max_iter:
             return best, cert, n_iter
 
 
+_COMPILE_PIXELS = 2**22      # on the CPU, compile from this many pixels (B H W) on (see below)
+_COMPILE_FAILED: set[str] = set()   # device types where torch.compile failed in this process
+
+
+def _run_kernel(kernel, args, compile, like: torch.Tensor):
+    """``kernel(*args, compile=...)``: compiled when ``compile`` is True, or None and
+    ``like`` is on a GPU or has at least ``_COMPILE_PIXELS`` elements; eager when
+    compilation is unavailable (no C compiler, no Triton, an unsupported Python), under a
+    ``TorchDispatchMode`` (which ``torch.compile`` refuses), or once the compiled steps have
+    met more image shapes than dynamo's ``recompile_limit`` (8) in this process."""
+    if compile is not None and not isinstance(compile, bool):
+        raise TypeError(f"compile must be None, True or False, got {compile!r}")
+    if compile is None:
+        compile = like.device.type != "cpu" or like.numel() >= _COMPILE_PIXELS
+    device = like.device.type
+    if (compile and device not in _COMPILE_FAILED and _get_current_dispatch_mode() is None
+            and torch._dynamo.is_dynamo_supported()):
+        try:
+            return kernel(*args, compile=True)
+        except torch._dynamo.exc.FailOnRecompileLimitHit:  # too many shapes in this process
+            pass
+        except torch._dynamo.exc.TorchDynamoException:  # e.g. no working C++ compiler
+            _COMPILE_FAILED.add(device)
+    return kernel(*args, compile=False)
+
+
 def tv_denoise(f, lam, *, weights=None, isotropic: bool = True, tol=None,
-               max_iter: int = 10_000, check_every: int = 20, return_info: bool = False):
+               max_iter: int = 10_000, check_every: int = 20, compile: bool | None = None,
+               return_info: bool = False):
     r"""Total-variation denoising (the ROF model), batched, certified by the duality gap.
 
     .. math:: \min_u\ P(u) = \tfrac12\|u - f\|_2^2 + \lambda\,\mathrm{TV}_w(u),
@@ -323,10 +372,20 @@ def tv_denoise(f, lam, *, weights=None, isotropic: bool = True, tol=None,
               \sigma \leftarrow \sigma/\theta, \quad \bar u \leftarrow u^+ + \theta(u^+ - u),
 
     with :math:`\tau_0\sigma_0 = 1/8 \le 1/\|\nabla\|^2`, :math:`\tau_0 = 0.3`,
-    :math:`\gamma = 0.5`; :math:`\|u - u^\star\|^2 = O(1/k^2)`. Cost per iteration: a few
-    dozen elementwise passes over :math:`BHW` numbers; every ``check_every`` iterations the
-    gap is computed (one host synchronization). The iteration is ``_rof_kernel``, pure torch,
-    which can be copied on its own.
+    :math:`\gamma = 0.5`; :math:`\|u - u^\star\|^2 = O(1/k^2)`. Cost per iteration: 17
+    in-place elementwise kernels (14 anisotropic) over :math:`BHW` numbers, no allocation;
+    every ``check_every`` iterations the gap is computed (one host synchronization). The
+    iteration is ``_rof_kernel``, pure torch, which can be copied on its own.
+
+    Compiled path: with ``compile=True`` the three steps of an iteration (dual ascent,
+    projection, primal update) run through ``torch.compile``; inductor fuses them into 4
+    loops per iteration with no temporary (about 16 passes over an image against some 40
+    eagerly), on the CPU as on a GPU. The answers are those of the eager path up to
+    rounding. Compiling costs 10-25 s per process and image shape on a 2-core CPU, which
+    the faster iterations (about 2x on the CPU from 1024^2 pixels) repay only on large
+    problems: ``compile=None`` compiles on a GPU, and on the CPU from :math:`BHW \ge 2^{22}`
+    pixels. Without a working compiler (no C++ compiler, no Triton, an unsupported Python)
+    it runs eagerly.
 
     Certificate: for any :math:`u` and feasible :math:`p`, the duality gap is
     :math:`P(u) - D(p) = \tfrac12\|u - u_p\|^2 + \lambda\mathrm{TV}_w(u) - \langle\nabla u,
@@ -355,6 +414,10 @@ def tv_denoise(f, lam, *, weights=None, isotropic: bool = True, tol=None,
         :class:`regref.ConvergenceWarning` when it is reached.
     check_every : int
         Iterations between two evaluations of the gap.
+    compile : bool, optional
+        Run the iterations through ``torch.compile`` (see above); default: on a GPU, and on
+        the CPU for :math:`BHW \ge 2^{22}`. Falls back to eager execution silently when
+        compilation is unavailable.
     return_info : bool
         Also return :class:`regref.Info`; ``certificate`` is the largest relative gap over the
         batch, that of the returned images, and ``converged == (certificate <= tol)``.
@@ -383,7 +446,8 @@ def tv_denoise(f, lam, *, weights=None, isotropic: bool = True, tol=None,
     tol, max_iter, check_every = check_loop_options(tol, max_iter, check_every, f.dtype, 1e-8, 1e-5)
     radius = lam_b if w is None else lam_b * w
     with torch.no_grad():
-        u, cert, n_iter = _rof_kernel(fb, radius, isotropic, tol, max_iter, check_every)
+        u, cert, n_iter = _run_kernel(
+            _rof_kernel, (fb, radius, isotropic, tol, max_iter, check_every), compile, fb)
     worst = float(cert.amax())
     info = Info(n_iter=n_iter, converged=worst <= tol, certificate=worst)
     if not info.converged:

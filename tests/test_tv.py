@@ -404,6 +404,68 @@ def test_rof_kernel_copyable(noisy):
     assert torch.equal(u, U) and n_iter == info.n_iter and float(cert.amax()) == info.certificate
 
 
+def _fake_compile(calls, fail):
+    """A stand-in for ``torch.compile`` that records its calls and, if ``fail``, returns a
+    function raising what inductor raises without a working C++ compiler."""
+    def fake(fn, **options):
+        calls.append(options)
+        if not fail:
+            return fn
+
+        def broken(*args):
+            raise torch._dynamo.exc.TorchDynamoException("no working C++ compiler")
+        return broken
+    return fake
+
+
+def test_tv_denoise_compile_falls_back_to_eager(noisy, monkeypatch):
+    """Without a compiler the compiled path gives way to eager silently, once per process
+    and device type; the answer is the eager one, bit for bit."""
+    ref, info_ref = tv.tv_denoise(noisy, 0.1, compile=False, return_info=True)
+    calls = []
+    monkeypatch.setattr(tv, "_COMPILE_FAILED", set())
+    monkeypatch.setattr(torch, "compile", _fake_compile(calls, fail=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        u, info = tv.tv_denoise(noisy, 0.1, compile=True, return_info=True)
+    assert torch.equal(u, ref) and info == info_ref
+    assert tv._COMPILE_FAILED == {"cpu"} and len(calls) == 3   # the three steps
+    assert calls[0] == {"fullgraph": True, "dynamic": False}
+    assert torch.equal(tv.tv_denoise(noisy, 0.1, compile=True), ref) and len(calls) == 3
+
+
+def test_tv_denoise_eager_past_the_recompile_limit(noisy, monkeypatch):
+    """Past dynamo's recompile limit (a ninth image shape in one process) fullgraph
+    compilation raises; that call runs eagerly and later calls still try to compile."""
+    def fake(fn, **options):
+        def limit(*args):
+            raise torch._dynamo.exc.FailOnRecompileLimitHit("Hard failure due to fullgraph")
+        return limit
+
+    monkeypatch.setattr(tv, "_COMPILE_FAILED", set())
+    monkeypatch.setattr(torch, "compile", fake)
+    assert torch.equal(tv.tv_denoise(noisy, 0.1, compile=True), tv.tv_denoise(noisy, 0.1))
+    assert tv._COMPILE_FAILED == set()
+
+
+def test_tv_denoise_compiles_where_it_pays(noisy, monkeypatch):
+    """compile=None: eager on the CPU below 2**22 pixels, compiled from there (the threshold
+    is lowered here to the test image); compile=True always asks for it, but not under a
+    TorchDispatchMode, which torch.compile refuses."""
+    from conftest import DispatchCounter
+
+    calls = []
+    monkeypatch.setattr(tv, "_COMPILE_FAILED", set())
+    monkeypatch.setattr(torch, "compile", _fake_compile(calls, fail=False))
+    ref = tv.tv_denoise(noisy, 0.1)
+    assert calls == [] and tv._COMPILE_PIXELS == 2**22
+    monkeypatch.setattr(tv, "_COMPILE_PIXELS", noisy.size)
+    assert torch.equal(tv.tv_denoise(noisy, 0.1), ref) and len(calls) == 3
+    with DispatchCounter() as counter:
+        assert torch.equal(tv.tv_denoise(noisy, 0.1, compile=True), ref)
+    assert len(calls) == 3 and "lerp_" in counter.kernels()
+
+
 def test_pdhg_kernel_copyable(noisy):
     kernel = load_kernel(tv._pdhg_kernel)
     b = torch.as_tensor(noisy)[None]
@@ -513,6 +575,7 @@ BAD = [
     (lambda f: tv.tv_denoise(f, 0.1, max_iter=1.5), ValueError, "max_iter"),
     (lambda f: tv.tv_denoise(f, 0.1, max_iter=True), ValueError, "max_iter"),
     (lambda f: tv.tv_denoise(f, 0.1, check_every=0), ValueError, "check_every"),
+    (lambda f: tv.tv_denoise(f, 0.1, compile="yes"), TypeError, "compile must be None"),
     (lambda f: tv.tv_norm(np.full((4, 4), np.inf)), ValueError, "u contains NaN"),
     (lambda f: tv.grad2d(np.full((4, 4), np.nan)), ValueError, "u contains NaN"),
     (lambda f: tv.grad2d(f[0, 0]), ValueError, "u must have at least 2 dimensions"),
