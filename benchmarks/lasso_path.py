@@ -54,8 +54,7 @@ QUICK_KFOLD_SIZES = [(150, 20)]
 K = 5
 SLOW = 5e6  # n * p above which a case is timed once, on its warm-up run
 NOTE = (f"Cases with n·p above {SLOW:.0e} are timed once (their warm-up run); skglm's numba "
-        "kernels are compiled before any timing; skglm is refitted with a 10x tighter "
-        "tol until its duality gap meets the common bound at every strength.")
+        "kernels are compiled before any timing.")
 Data = PathData
 
 
