@@ -29,6 +29,7 @@ short of ``tol``. Derivations: chapter 03.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -48,6 +49,7 @@ from ._core import (
     warn_not_converged,
 )
 from ._spectral import _filters, _fits, _left_spectrum, _svd
+from .sparse import _fold_paths, _tol, lasso_path
 
 __all__ = [
     "kfold_path_score",
@@ -128,6 +130,17 @@ def _fold_ids(n: int, k, folds, generator) -> torch.Tensor:
     return ids
 
 
+def _lasso_path_tol(path):
+    """``tol`` of ``path`` when it is :func:`regref.sparse.lasso_path` (None: its default),
+    or ``functools.partial(lasso_path, tol=...)``; False for any other path."""
+    if path is lasso_path:
+        return None
+    if isinstance(path, functools.partial) and path.func is lasso_path and not path.args \
+            and set(path.keywords) <= {"tol"}:
+        return path.keywords.get("tol")
+    return False
+
+
 def kfold_path_score(path: Callable, X, y, lams, *, k: int = 5, folds=None,
                      generator: torch.Generator | None = None) -> torch.Tensor:
     r"""K-fold cross-validation error of a regularization path, per fold and strength.
@@ -144,6 +157,16 @@ def kfold_path_score(path: Callable, X, y, lams, *, k: int = 5, folds=None,
     (so the cost is :math:`K` paths, e.g. :math:`K` SVDs for
     :func:`regref.ridge.ridge_path`), then one batched product per fold for the
     predictions. The loop is over the :math:`K` folds only, never over strengths.
+
+    When ``path`` is :func:`regref.sparse.lasso_path` itself (or
+    ``functools.partial(lasso_path, tol=...)``; not another wrapper), ``y`` is one target
+    and every training set has at least :math:`p` rows, the folds are solved together
+    instead: one Gram matrix per fold gives every training Gram matrix
+    (:math:`H_{-f} = \sum_{g \ne f} X_g^\top X_g / n_{-f}`), and the :math:`K` lasso
+    paths run as one batch of Newton steps on (K, p, p) matrices (chapter 04), each
+    certified by its duality gap at ``lasso_path``'s tolerance; a fold that batch does not
+    certify is solved again by ``lasso_path``. Same answers as the loop, to that
+    tolerance.
 
     Derived in chapter 03 (section on K-fold cross-validation).
 
@@ -191,10 +214,21 @@ def kfold_path_score(path: Callable, X, y, lams, *, k: int = 5, folds=None,
                          f"{tuple(y.shape)}")
     lams = check_strength(lams, "lams", X, ndims=(1,))
     ids = _fold_ids(X.shape[0], k, folds, generator).to(X.device)
+    K = int(ids.max()) + 1
+    batched, tol = None, _lasso_path_tol(path)
+    if tol is not False and y.ndim == 1 \
+            and X.shape[1] <= X.shape[0] - int(torch.bincount(ids).max()):
+        lams_pos = check_strength(lams, "lams", X, positive=True, ndims=(1,))
+        tol = _tol(tol, X)
+        batched, rel = _fold_paths(X, y, lams_pos, ids, tol)
+        redo = (rel > tol).any(1)  # Newton steps did not certify these folds
     errors = []
-    for f in range(int(ids.max()) + 1):
+    for f in range(K):
         val = ids == f
-        W = as_float_tensor(path(X[~val], y[~val], lams), "path(...)", like=X)
+        if batched is not None and not bool(redo[f]):
+            W = batched[f]
+        else:
+            W = as_float_tensor(path(X[~val], y[~val], lams), "path(...)", like=X)
         want = (len(lams), X.shape[1]) + tuple(y.shape[1:])
         if tuple(W.shape) != want:
             raise ValueError(f"path must return shape {want}, got {tuple(W.shape)}")

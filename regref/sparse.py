@@ -52,6 +52,7 @@ __all__ = [
 
 _CHECK_EVERY = 10  # inner iterations between two (cheap, Gram-mode) restricted gap checks
 _POLISH_TOL = 1e-8  # tolerances this tight end with an exact solve on the support
+_NEWTON_STEPS = 10  # active-set Newton steps tried first in Gram mode
 _STALL = 30  # checks without a 1% better gap after which a column is considered stalled
 
 
@@ -300,12 +301,13 @@ def _gram_gap_from(HW, C, yy, W, l1, l2):
     ``||y - a r||^2/2n = (1-a)^2 yy + a(1-a) c^T w + a^2 w^T H w / 2``; the sums are
     accumulated in float64, so float32 solves can certify gaps near their rounding level.
     """
-    f64 = torch.float64
-    HW, C, W, yy, l1, l2 = (t.to(f64) for t in (HW, C, W, yy, l1, l2))
+    if HW.dtype != torch.float64:
+        HW, C, W, yy, l1, l2 = (t.to(torch.float64) for t in (HW, C, W, yy, l1, l2))
     cw = (C * W).sum(0)
     q = (W * HW).sum(0)
     ww = (W * W).sum(0)
-    s = torch.maximum(l1, (C - HW - l2 * W).abs().amax(dim=0)).clamp(min=torch.finfo(f64).tiny)
+    s = torch.maximum(l1, (C - HW - l2 * W).abs().amax(dim=0)).clamp(
+        min=torch.finfo(torch.float64).tiny)
     a = l1 / s
     primal = yy - cw + q / 2 + l1 * W.abs().sum(0) + l2 / 2 * ww
     dual = yy - ((1 - a) ** 2 * yy + a * (1 - a) * cw + a * a * q / 2) - a * a * l2 / 2 * ww
@@ -346,40 +348,95 @@ def _gram(X: torch.Tensor, blocks: int = 4) -> torch.Tensor:
 
 
 class _GramCache:
-    r""":math:`X_K^\top X_K / n` for a growing set :math:`K` of features.
+    r"""Products with :math:`H = X^\top X / n` for a growing set :math:`K` of features (the
+    union of the working sets so far), in one of two layouts chosen by cost (:func:`_path`).
 
-    A working set :math:`S \subseteq K` then costs a gather, and adding features
-    :math:`N` costs one :math:`n|N|(|K|+|N|)` product instead of :math:`n|S|^2`.
-    ``XT`` is :math:`X^\top`, contiguous, so features are rows. With ``full`` (the whole
-    Gram matrix, Gram mode) it only gathers.
+    - **Columns** (``columns=True``, for :math:`p \le n`): whole rows :math:`H_{K,:}`, so
+      the full gradient :math:`X^\top r/n = c - H_{:,A} w_A` costs :math:`p|A|` per column
+      and no product with :math:`X`. Adding features :math:`N` costs one pass over
+      :math:`X` (:math:`2np|N|` flops), so blocks grow geometrically, completed by the
+      features ranked next (``rank``, smaller first): a path whose working sets end with
+      :math:`|K|` features costs about :math:`2np|K|` flops, below the :math:`np^2` of the
+      whole Gram matrix while :math:`|K| < p/2`, and a few passes over :math:`X`.
+    - **Block** (``columns=False``, for :math:`p > n`): only :math:`H_{KK}`, from
+      :math:`X^\top` (``XT``, contiguous, features as rows); adding features :math:`N`
+      costs :math:`2n|N|(|K|+|N|)`, and the full gradient two products with :math:`X` on
+      the support.
     """
 
-    def __init__(self, XT: torch.Tensor, full: torch.Tensor | None = None):
-        self.XT, self.full, self.m, self.v = XT, full, 0, None
-        self.pos = torch.full((XT.shape[0],), -1, dtype=torch.long, device=XT.device)
-        self.K = torch.empty(0, dtype=torch.long, device=XT.device)
-        self.buf = XT.new_zeros(0, 0)
+    def __init__(self, X: torch.Tensor, columns: bool):
+        self.columns, self.n, self.p = columns, X.shape[0], X.shape[1]
+        # features as rows, so that gathering features is contiguous
+        self.X, self.XT = X, X.mT.contiguous()
+        self.m, self.v = 0, None
+        self.pos = torch.full((self.p,), -1, dtype=torch.long, device=X.device)
+        self.K = torch.empty(0, dtype=torch.long, device=X.device)
+        self.buf = X.new_zeros(0, self.p if columns else 0)
 
-    def gram(self, Si: torch.Tensor) -> torch.Tensor:
-        if self.full is not None:
-            return self.full[Si][:, Si]
+    def col_norm2(self) -> torch.Tensor:
+        r""":math:`\|x_j\|^2/n` for every feature (the diagonal of :math:`H`)."""
+        return torch.linalg.vector_norm(self.XT, dim=1) ** 2 / self.n
+
+    def _add(self, Si: torch.Tensor, rank: torch.Tensor | None) -> None:
         new = Si[self.pos[Si] < 0]
-        if new.numel():
-            m, n = self.m, self.XT.shape[1]
-            if m + len(new) > self.buf.shape[0]:  # grow the buffer geometrically
-                cap = min(self.XT.shape[0], max(2 * self.buf.shape[0], m + len(new), 64))
-                buf = self.XT.new_zeros(cap, cap)
-                buf[:m, :m] = self.buf[:m, :m]
-                self.buf = buf
-            self.K = torch.cat([self.K, new])
+        if not new.numel():
+            return
+        m, n, p = self.m, self.n, self.p
+        if self.columns and m + len(new) > p // 2:  # the rest at once: cheaper from here
+            self._complete()
+            return
+        if self.columns and rank is not None:  # complete the block with the next-ranked
+            width = min(p // 2 - m, max(len(new), 16, m // 2))
+            if width > len(new):
+                free = torch.where(self.pos < 0, rank, torch.inf)
+                free[new] = -torch.inf
+                top = torch.topk(free, width, largest=False)
+                new = top.indices[torch.isfinite(top.values) | (top.values < 0)]
+        cap = self.buf.shape[0]
+        if m + len(new) > cap:  # grow the buffer geometrically
+            cap = min(p, max(2 * cap, m + len(new), 64))
+            buf = self.buf.new_zeros(cap, p if self.columns else cap)
+            buf[:m, :self.buf.shape[1]] = self.buf[:m]
+            self.buf = buf
+        self.K = torch.cat([self.K, new])
+        if self.columns:  # rows H[N, :], one pass over X
+            self.buf[m:m + len(new)] = self.XT[new] @ self.X / n
+        else:
             XN = self.XT[new]
             block = self.XT[self.K] @ XN.mT / n  # (m + |N|, |N|)
             self.buf[:m + len(new), m:m + len(new)] = block
             self.buf[m:m + len(new), :m] = block[:m].mT
-            self.pos[new] = torch.arange(m, m + len(new), device=Si.device)
-            self.m = m + len(new)
+        self.pos[new] = torch.arange(m, m + len(new), device=Si.device)
+        self.m = m + len(new)
+
+    def _complete(self) -> None:
+        """All of :math:`H`: the rows still missing, :math:`R`, from :math:`H_{RK} =
+        H_{KR}^\top` and one symmetric product :math:`X_R^\top X_R` (:func:`_gram`)."""
+        if self.m < self.p // 4:  # little to reuse: one symmetric product
+            H = _gram(self.X) / self.n
+        else:
+            R, K = (self.pos < 0).nonzero().squeeze(1), self.K
+            H = self.X.new_empty(self.p, self.p)
+            H[K] = self.buf[:self.m]
+            H[R[:, None], K] = self.buf[:self.m, R].mT
+            H[R[:, None], R] = _gram(self.X[:, R]) / self.n
+        self.buf, self.m = H, self.p
+        self.K = torch.arange(self.p, device=H.device)
+        self.pos = self.K.clone()
+
+    def gram(self, Si: torch.Tensor, rank: torch.Tensor | None = None) -> torch.Tensor:
+        """:math:`H_{SS}` for the features ``Si`` (computing what is missing)."""
+        self._add(Si, rank)
         k = self.pos[Si]
-        return self.buf[k][:, k]
+        return self.buf[k][:, Si] if self.columns else self.buf[k][:, k]
+
+    def apply(self, W: torch.Tensor) -> torch.Tensor:
+        """:math:`HW` for a (p, B) ``W``, on its support :math:`A` only."""
+        supp = (W != 0).any(1).nonzero().squeeze(1)
+        if self.columns:
+            self._add(supp, None)
+            return self.buf[self.pos[supp]].mT @ W[supp]
+        return self.XT @ (self.XT[supp].mT @ W[supp]) / self.n
 
 
 def _working_set(G, gap, W, l1, l2, col_norm2, gram_mode):
@@ -393,7 +450,9 @@ def _working_set(G, gap, W, l1, l2, col_norm2, gram_mode):
     \lambda_1` (strong concavity of the dual), so feature :math:`j` is zero at the optimum
     when its slack :math:`(1 - |G_j|/s)/\sqrt{\|x_j\|^2/n + \lambda_2}` exceeds that
     radius. Grows by 10% of the support (at least 10), or by the support plus 10 when the
-    whole Gram matrix is at hand (new features are then cheap).
+    Gram matrix is kept by columns (new features are then cheap). Also returns every
+    feature's rank for the next working sets (its smallest slack over the columns; the
+    support first, screened features last).
     """
     p = G.shape[0]
     tiny = torch.finfo(G.dtype).tiny
@@ -409,39 +468,41 @@ def _working_set(G, gap, W, l1, l2, col_norm2, gram_mode):
         & ~torch.gather(safe, 0, idx)
     chosen = torch.zeros(p, dtype=torch.bool, device=G.device)
     chosen[idx[pick]] = True
-    return (chosen | (W != 0).any(1)).nonzero().squeeze(1)
+    return (chosen | (W != 0).any(1)).nonzero().squeeze(1), order.amin(1)
 
 
-def _enet_columns(XT, C, yy, l1, l2, W, tol, max_iter, cache, H_full=None):
+def _enet_columns(C, yy, l1, l2, W, tol, max_iter, cache, col_norm2):
     r"""Solve ``B`` elastic nets at once; column ``b`` has ``C[:, b] = X^T y_b / n``,
     ``yy[b] = ||y_b||^2 / 2n`` and strengths ``l1[b]``, ``l2[b]``; ``W`` (p, B) is the warm
     start. Returns ``(W, gaps, n_iter)``.
 
     Outer loop (working sets): the full gradient for the batch, :math:`X^\top X W/n`
-    (two GEMMs on the support, at most :math:`2npB` flops; :math:`p^2B` in Gram mode),
+    (two GEMMs on the support, at most :math:`2npB` flops; :math:`p|A|B` in Gram mode),
     the exact gap per column, gap-safe screening, and a working set of the features closest
     to their dual constraint. Inner loop: batched FISTA on the working set in Gram mode.
     """
-    p, n = XT.shape
+    p = W.shape[0]
     tiny = torch.finfo(W.dtype).tiny
     target = tol * yy.clamp(min=tiny)
-    col_norm2 = (XT * XT).sum(1) / n if H_full is None else H_full.diagonal()
     live = torch.arange(W.shape[1], device=W.device)
     gaps = torch.full_like(yy, torch.inf, dtype=torch.float64)
     stalled = torch.zeros_like(yy, dtype=torch.long)  # outer iterations without progress
     polish = tol <= _POLISH_TOL
-    sign = torch.sign(W)
     n_iter = 0
+    if cache.columns:  # Gram mode: exact solves on predicted supports first
+        W, n_iter = _newton(cache, C, yy, W, l1, l2, target, col_norm2,
+                            min(_NEWTON_STEPS, max_iter))
+    sign = torch.sign(W)
     while True:
         W_live, l1_live, l2_live = W[:, live], l1[live], l2[live]
-        gap, G = _full_gap(XT, C[:, live], yy[live], W_live, l1_live, l2_live, H_full)
+        gap, G = _full_gap(cache, C[:, live], yy[live], W_live, l1_live, l2_live)
         # Columns whose support and signs survived the last inner solve: try the exact solve.
         stable = (gap > target[live]) & (torch.sign(W_live) == sign[:, live]).all(0) \
             & (W_live != 0).any(0)
         if polish and n_iter and bool(stable.any()):
             W_live[:, stable], gap[stable], G[:, stable] = _polish_columns(
-                XT, C[:, live[stable]], yy[live[stable]], W_live[:, stable], l1_live[stable],
-                l2_live[stable], cache, H_full, gap[stable], G[:, stable])
+                C[:, live[stable]], yy[live[stable]], W_live[:, stable], l1_live[stable],
+                l2_live[stable], cache, gap[stable], G[:, stable])
             W[:, live] = W_live
         sign[:, live] = torch.sign(W_live)
         stalled[live] = torch.where(gap < 0.99 * gaps[live], 0, stalled[live] + 1)
@@ -451,10 +512,10 @@ def _enet_columns(XT, C, yy, l1, l2, W, tol, max_iter, cache, H_full=None):
             break
         live, gap, G = live[todo], gap[todo], G[:, todo]
         W_live, l1_live, l2_live = W_live[:, todo], l1_live[todo], l2_live[todo]
-        Si = _working_set(G, gap, W_live, l1_live, l2_live, col_norm2, H_full is not None)
+        Si, rank = _working_set(G, gap, W_live, l1_live, l2_live, col_norm2, cache.columns)
         # inner solves need not be much tighter than the current outer gap
         inner_target = torch.maximum(0.3 * gap, 0.5 * target[live])
-        H = cache.gram(Si)
+        H = cache.gram(Si, rank)
         lip, v = _lipschitz(H, cache.v[Si] if cache.v is not None else None)
         cache.v = torch.zeros(p, dtype=H.dtype, device=H.device).index_copy_(0, Si, v)
         WS, it = _inner_solve(H, C[Si][:, live], yy[live], W_live[Si], l1_live, l2_live,
@@ -466,31 +527,150 @@ def _enet_columns(XT, C, yy, l1, l2, W, tol, max_iter, cache, H_full=None):
     # Finish with an exact solve on each support; keep it where it certifies better. Only
     # for tight tolerances: a gap of tol only bounds the coefficient error by sqrt(tol).
     if polish and bool((W != 0).any()):
-        W, gaps, _ = _polish_columns(XT, C, yy, W, l1, l2, cache, H_full, gaps,
+        W, gaps, _ = _polish_columns(C, yy, W, l1, l2, cache, gaps,
                                      torch.empty_like(W))
     return W, gaps, n_iter
 
 
-def _polish_columns(XT, C, yy, W, l1, l2, cache, H_full, gap, G):
+def _active_set_solve(H, C, A, S, l1, l2):
+    r"""Exact elastic nets on given supports and signs, one per column: with
+    :math:`A` = ``A[:, b]`` and :math:`s` = ``S[:, b]``,
+    :math:`(H_{AA} + \lambda_2 I)\,w_A = c_A - \lambda_1 s_A` and :math:`w = 0` off
+    :math:`A`. ``C``, ``A``, ``S`` are (m, *batch) and ``H`` broadcasts to
+    (*batch, m, m) (one matrix for all columns, or one per problem). Each column's support
+    is gathered first and padded to the largest one, :math:`k` (padding: the identity), so
+    it costs one batched Cholesky, :math:`O(Bk^3)` for B columns. Entries whose sign
+    contradicts :math:`s` are set to zero (the prediction was wrong there), and a column
+    whose factorization fails comes back zero.
+    """
+    C = C.expand_as(A)
+    m, k = A.shape[0], int(A.sum(0).max())
+    idx = torch.argsort(A.to(torch.int8), dim=0, descending=True, stable=True)[:k]
+    valid = torch.gather(A, 0, idx).movedim(0, -1)  # (*batch, k): the support, then padding
+    ib = idx.movedim(0, -1)
+    Hb = H.expand(ib.shape[:-1] + (m, m))
+    Hk = torch.gather(torch.gather(Hb, -2, ib[..., :, None].expand(ib.shape + (m,))), -1,
+                      ib[..., None, :].expand(ib.shape + (k,)))
+    M = torch.where(valid[..., :, None] & valid[..., None, :], Hk, 0) \
+        + torch.diag_embed(torch.where(valid, l2[..., None], 1.0))
+    rhs = torch.where(valid, torch.gather(C - l1 * S, 0, idx).movedim(0, -1), 0)[..., None]
+    factor, info = torch.linalg.cholesky_ex(M)
+    z = torch.cholesky_solve(rhs, factor)[..., 0].movedim(-1, 0)
+    Z = torch.zeros_like(C).scatter_(0, idx, torch.where(valid.movedim(-1, 0), z, 0))
+    return torch.where(A & (info == 0) & (Z * S > 0), Z, 0)
+
+
+def _newton(cache, C, yy, W, l1, l2, target, diag, steps):
+    r"""Semismooth Newton steps (a primal-dual active set method) on the batch, in Gram mode.
+
+    A solution is a fixed point of :math:`w = \operatorname{soft}(w + g/d,\ \lambda_1/d)`
+    with :math:`g = c - Hw - \lambda_2 w` and :math:`d = \operatorname{diag}(H) +
+    \lambda_2`. Each step predicts the support :math:`A = \{|w + g/d| > \lambda_1/d\}`
+    and its signs from the current point and solves the KKT conditions on them exactly
+    (:func:`_active_set_solve`); once the prediction is right, the step lands on the
+    solution to rounding. Fast (a few steps from a warm start) but not globally
+    convergent, so each column keeps its point of smallest duality gap, and the
+    working-set loop of :func:`_enet_columns` finishes any column not certified here.
+    Returns ``(W, steps)``.
+    """
+    best, best_gap = W, torch.full_like(yy, torch.inf, dtype=torch.float64)
+    d = diag[:, None] + l2
+    for step in range(steps + 1):
+        gap, G = _full_gap(cache, C, yy, W, l1, l2)
+        better = gap < best_gap
+        best, best_gap = torch.where(better, W, best), torch.where(better, gap, best_gap)
+        todo = best_gap > target
+        if step == steps or not bool(todo.any()):
+            return best, step
+        U = W + G / d
+        A = (U.abs() > l1 / d) & todo
+        Si = A.any(1).nonzero().squeeze(1)
+        W = torch.zeros_like(W)
+        rank = -(U.abs() * d / l1).amax(1)  # likeliest to be active next: computed with Si
+        W[Si] = _active_set_solve(cache.gram(Si, rank), C[Si], A[Si], torch.sign(U[Si]), l1,
+                                  l2)
+    return best, steps
+
+
+def _fold_paths(X, y, lams, folds, tol, max_iter: int = _NEWTON_STEPS * 4):
+    r"""Lasso paths of the K problems "all rows but fold :math:`f`", batched over the folds,
+    for :math:`p \le n - \max_f n_f` (Gram mode). Used by
+    :func:`regref.selection.kfold_path_score`; no validation.
+
+    The folds share the design, so one Gram matrix per fold,
+    :math:`G_f = X_f^\top X_f`, gives every training Gram matrix
+    :math:`H_{-f} = (\sum_g G_g - G_f)/n_{-f}` (and the same for :math:`X^\top y`), about
+    :math:`np^2` flops for all of them. The K paths then run as one batch: columns
+    (fold, :math:`\lambda`), strengths in chunks of 10 from the largest, each chunk
+    warm-started from the last solution and solved by the Newton steps of
+    :func:`_newton` (per-fold Gram matrices, (K, p, p) products), certified by each
+    column's Gram-form duality gap. Returns ``(W, rel_gaps)``, W of shape (K, L, p), rows
+    in the order of ``lams``; ``rel_gaps`` (K, L) so the caller can redo a fold whose
+    gaps exceed ``tol`` (Newton steps are not globally convergent).
+    """
+    labels = int(folds.max()) + 1
+    n, p = X.shape
+    Gs = torch.stack([_gram(X[folds == f]) for f in range(labels)])  # (K, p, p)
+    Cs = torch.stack([X[folds == f].mT @ y[folds == f] for f in range(labels)])  # (K, p)
+    Ys = torch.stack([(y[folds == f] ** 2).sum() for f in range(labels)])
+    n_tr = (n - torch.bincount(folds, minlength=labels)).to(X.dtype)  # (K,)
+    H = (Gs.sum(0) - Gs) / n_tr[:, None, None]
+    C = ((Cs.sum(0) - Cs) / n_tr[:, None]).mT[:, :, None]  # (p, K, 1)
+    yy = ((Ys.sum() - Ys) / (2 * n_tr))[:, None]  # (K, 1)
+    diag = H.diagonal(dim1=1, dim2=2).mT[:, :, None]  # (p, K, 1)
+
+    def gram_apply(W):  # H_{-f} W per fold, W of shape (p, K, b)
+        return (H @ W.movedim(0, 1)).movedim(1, 0)
+
+    order = torch.argsort(lams, descending=True)
+    out = X.new_zeros(labels, len(lams), p)
+    rel = torch.zeros(labels, len(lams), dtype=torch.float64, device=X.device)
+    W = X.new_zeros(p, labels, 1)
+    for start in range(0, len(lams), 10):
+        chunk = order[start:start + 10]
+        l1 = lams[chunk][None, :]  # (1, b)
+        l2 = torch.zeros_like(l1)
+        W = W[:, :, -1:].expand(-1, -1, len(chunk)).clone()
+        best, best_gap = W, torch.full((labels, len(chunk)), torch.inf, dtype=torch.float64,
+                                       device=X.device)
+        target = tol * yy.clamp(min=torch.finfo(X.dtype).tiny)
+        for step in range(max_iter + 1):
+            HW = gram_apply(W)
+            gap = _gram_gap_from(HW, C, yy, W, l1, l2)
+            better = gap < best_gap
+            best, best_gap = torch.where(better, W, best), torch.where(better, gap, best_gap)
+            todo = best_gap > target
+            if step == max_iter or not bool(todo.any()):
+                break
+            U = W + (C - HW) / diag
+            A = (U.abs() > l1 / diag) & todo
+            Si = A.flatten(1).any(1).nonzero().squeeze(1)
+            W = torch.zeros_like(W)
+            W[Si] = _active_set_solve(H[:, Si][:, :, Si][:, None], C[Si], A[Si],
+                                      torch.sign(U[Si]), l1, l2)
+        W = best
+        out[:, chunk] = W.permute(1, 2, 0)
+        rel[:, chunk] = best_gap / yy.to(torch.float64).clamp(min=torch.finfo(X.dtype).tiny)
+    return out, rel
+
+
+def _polish_columns(C, yy, W, l1, l2, cache, gap, G):
     """:func:`_polish` every column on the union of the supports; keep the exact solve where
     its full duality gap is smaller. Returns the updated ``(W, gap, G)``."""
     supp = (W != 0).any(1).nonzero().squeeze(1)
     P = torch.zeros_like(W)
     P[supp] = _polish(cache.gram(supp), C[supp], W[supp], l1, l2)
-    gap_p, G_p = _full_gap(XT, C, yy, P, l1, l2, H_full)
+    gap_p, G_p = _full_gap(cache, C, yy, P, l1, l2)
     better = gap_p <= gap
     return (torch.where(better, P, W), torch.where(better, gap_p, gap),
             torch.where(better, G_p, G))
 
 
-def _full_gap(XT, C, yy, W, l1, l2, H_full):
+def _full_gap(cache, C, yy, W, l1, l2):
     r"""Duality gap of every column on all features, and the smooth part's minus gradient
-    :math:`X^\top(y - Xw)/n - \lambda_2 w`: two GEMMs on the support (or one with ``H_full``)."""
-    supp = (W != 0).any(1).nonzero().squeeze(1)
-    if H_full is None:
-        HW = XT @ (XT[supp].mT @ W[supp]) / XT.shape[1]
-    else:
-        HW = H_full[:, supp] @ W[supp]
+    :math:`X^\top(y - Xw)/n - \lambda_2 w`, from :math:`HW` on the support (two GEMMs with
+    :math:`X`, or one with the rows of :math:`H` in Gram mode)."""
+    HW = cache.apply(W)
     return _gram_gap_from(HW, C, yy, W, l1, l2), C - HW - l2 * W
 
 
@@ -531,22 +711,21 @@ def _path(X, y, lams, l1_ratio, tol, max_iter, batch_size):
         return out, Info(n_iter=0, converged=True, certificate=0.0)
     C = X.mT @ Y / n
     yy = (Y * Y).sum(0) / (2 * n)
-    H_full = _gram(X) / n if p <= n else None  # Gram mode: products are (p, p) @ (p, B)
-    # features as rows, so that gathering features is contiguous (not needed in Gram mode)
-    XT = X.mT.contiguous() if H_full is None else X.mT
-    cache = _GramCache(XT, H_full)
+    gram_mode = p <= n  # rows of X^T X / n as needed; else products with X on the support
+    cache = _GramCache(X, gram_mode)
+    col_norm2 = cache.col_norm2()
     order = torch.argsort(lams, descending=True)  # solve from the sparsest end
     if batch_size is None:  # wide batches on a GPU or in Gram mode; warm starts pay on a CPU
-        batch_size = L if (X.is_cuda or H_full is not None) else 10
+        batch_size = L if X.is_cuda else 10
     W_prev = torch.zeros(p, k, dtype=X.dtype, device=X.device)
     worst, n_iter = 0.0, 0
     for start in range(0, L, batch_size):
         chunk = order[start:start + batch_size]
         b = len(chunk)
         lam_cols = lams[chunk].repeat_interleave(k)  # column j: lambda chunk[j // k], target j % k
-        Wc, gaps, it = _enet_columns(XT, C.repeat(1, b), yy.repeat(b), lam_cols * l1_ratio,
+        Wc, gaps, it = _enet_columns(C.repeat(1, b), yy.repeat(b), lam_cols * l1_ratio,
                                      lam_cols * (1 - l1_ratio), W_prev.repeat(1, b), tol,
-                                     max_iter, cache, H_full)
+                                     max_iter, cache, col_norm2)
         n_iter = max(n_iter, it)
         # the certificate: the duality gap of the returned point, relative to P(0)
         rel = gaps / yy.repeat(b).to(gaps.dtype).clamp(min=torch.finfo(X.dtype).tiny)
@@ -581,16 +760,29 @@ def lasso_path(X, y, lams, *, tol=None, max_iter: int = 100_000, batch_size: int
     each batch warm-started from the previous batch's last solution; every
     (:math:`\lambda`, target) pair is one column of a matrix :math:`W`, so all products are
     matrix-matrix. For a batch of :math:`B` columns, each outer iteration computes the
-    residuals and the full gradient :math:`X^\top R` (one GEMM, :math:`2npB` flops; with
-    :math:`p \le n`, Gram mode: :math:`p^2B` from :math:`X^\top X` formed once), the exact
-    duality gap of every column, the gap-safe screening rule, and a working set :math:`S`
-    (the support plus the features closest to their dual constraint). Then batched FISTA
-    with gradient restart runs on :math:`S` in Gram mode, at :math:`|S|^2B` flops per
+    residuals and the full gradient :math:`X^\top R` (one GEMM, :math:`2npB` flops), the
+    exact duality gap of every column, the gap-safe screening rule, and a working set
+    :math:`S` (the support plus the features closest to their dual constraint). Then batched
+    FISTA with gradient restart runs on :math:`S` in Gram mode, at :math:`|S|^2B` flops per
     step, until each column's gap on :math:`S` is below a fraction of its outer gap.
     Columns whose full gap is below ``tol`` leave the batch. Stops on the duality gap only.
     With ``tol <= 1e-8`` (the float64 default) each batch ends with an exact solve on each
     column's support and signs (one batched Cholesky), kept where its gap is smaller: the
     gap bounds the objective, but the coefficients only to :math:`\sqrt{\text{gap}}`.
+
+    Tall designs (:math:`p \le n`, Gram mode) never touch :math:`X` inside the loops: with
+    :math:`H = X^\top X/n`, :math:`c = X^\top y/n`, :math:`r = y - Xw`,
+
+    .. math:: \tfrac1n\|r\|^2 = \tfrac1n\|y\|^2 - 2c^\top w + w^\top Hw, \qquad
+              X^\top r/n = c - Hw,
+
+    so the gap and the dual point need only :math:`H_{:,A}w_A` on the support :math:`A`.
+    Rows of :math:`H` are formed as features first enter (one pass over :math:`X` per
+    block, all of :math:`H` once half of it is needed), and each batch starts with
+    semismooth Newton steps: predict each column's support and signs from
+    :math:`w + (c - Hw)/\operatorname{diag}(H)` and solve the KKT conditions on them
+    exactly (one batched Cholesky); from a warm start a few steps land on the solution to
+    rounding. Columns they do not certify go on to the working-set loop.
 
     Parameters
     ----------
@@ -606,16 +798,17 @@ def lasso_path(X, y, lams, *, tol=None, max_iter: int = 100_000, batch_size: int
         Default ``1e-10`` in float64, ``1e-5`` in other dtypes.
     max_iter : int
         Budget of proximal-gradient (FISTA) steps per batch of strengths, summed over
-        the working sets (a positive int). Running out of it, or stalling on rounding
-        errors first, warns :class:`regref.ConvergenceWarning` (the message says which).
+        the working sets, Newton steps included (a positive int). Running out of it, or
+        stalling on rounding errors first, warns :class:`regref.ConvergenceWarning` (the
+        message says which).
     batch_size : int, optional
-        Strengths solved together. Default: all of them on a GPU or in Gram mode, else 10
-        (on a CPU, warm starts between batches are worth more than wider products).
+        Strengths solved together. Default: all of them on a GPU, else 10 (on a CPU, warm
+        starts between batches are worth more than wider products).
     return_info : bool
         Also return :class:`regref.Info`: ``certificate`` is the largest relative duality
         gap (gap over :math:`\|y\|^2/2n`) of the returned coefficients over the path and
         the targets, ``converged`` is ``certificate <= tol``, and ``n_iter`` the most
-        FISTA steps one batch took.
+        FISTA (and Newton) steps one batch took.
 
     Returns
     -------

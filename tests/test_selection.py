@@ -62,6 +62,65 @@ def test_kfold_with_lasso_path_and_shuffled_folds(rng):
         np.testing.assert_allclose(E[:, j].numpy(), sk, rtol=1e-7)
 
 
+def _kfold_loop(X, y, lams, folds):
+    """The same K-fold errors through the generic loop (a wrapper is not lasso_path)."""
+    return selection.kfold_path_score(lambda a, b, c: sparse.lasso_path(a, b, c), X, y, lams,
+                                      folds=folds)
+
+
+def test_kfold_lasso_batched_over_folds_equals_the_loop(rng, monkeypatch):
+    X, y = problem(rng, 90, 20)
+    X[:, 1] += 0.9 * X[:, 0]  # some correlation
+    lams = sparse.lambda_max(t(X), t(y)) * torch.logspace(0, -2.5, 14, dtype=torch.float64)
+    folds = rng.permutation(90) % 5
+    calls = []
+    real = selection._fold_paths
+    monkeypatch.setattr(selection, "_fold_paths",
+                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    E = selection.kfold_path_score(sparse.lasso_path, X, y, lams, folds=folds)
+    assert calls == [1]  # one batched solve for all folds
+    E_loop = _kfold_loop(X, y, lams, folds)
+    assert len(calls) == 1  # the wrapper took the loop
+    # Both certify a relative gap <= 1e-10 (lasso_path's default). Quadratic growth gives
+    # ||X_tr (w - w*)|| <= sqrt(2 n_tr gap), so ||X_v d|| <= 2 s_max(X_v)/s_min(X_tr) *
+    # sqrt(2 n_tr 1e-10 P0) for the difference d of the two answers, and the validation
+    # error moves by at most (2 ||r_v|| ||X_v d|| + ||X_v d||^2) / n_v.
+    for f in range(5):
+        tr, va = folds != f, folds == f
+        P0 = (y[tr] ** 2).sum() / (2 * tr.sum())
+        lever = np.linalg.norm(X[va], 2) / np.linalg.svd(X[tr], compute_uv=False)[-1]
+        xd = 2 * lever * np.sqrt(2 * tr.sum() * 1e-10 * P0)
+        r_v = np.sqrt(E_loop[f].numpy() * va.sum())
+        bound = (2 * r_v * xd + xd**2) / va.sum()
+        np.testing.assert_array_less(np.abs(E[f].numpy() - E_loop[f].numpy()), bound)
+    assert not torch.allclose(E[:, 0], E[:, -1])  # the errors vary along the path
+
+
+def test_kfold_lasso_refits_a_fold_the_batch_does_not_certify(rng, monkeypatch):
+    X, y = problem(rng, 40, 6)
+    lams = sparse.lambda_max(t(X), t(y)) * torch.tensor([0.5, 0.05], dtype=torch.float64)
+    folds = np.arange(40) % 4
+    real = selection._fold_paths
+
+    def broken(*a, **kw):  # fold 2: garbage, and honestly reported as uncertified
+        W, rel = real(*a, **kw)
+        W[2], rel[2] = 1e3, torch.inf
+        return W, rel
+
+    monkeypatch.setattr(selection, "_fold_paths", broken)
+    E = selection.kfold_path_score(sparse.lasso_path, X, y, lams, folds=folds)
+    torch.testing.assert_close(E, _kfold_loop(X, y, lams, folds), rtol=1e-6, atol=0)
+
+
+def test_kfold_lasso_keeps_the_loop_when_a_training_set_is_wide(rng, monkeypatch):
+    X, y = problem(rng, 30, 25)  # training sets of 24 rows < 25 features
+    monkeypatch.setattr(selection, "_fold_paths", None)  # would fail if called
+    lams = sparse.lambda_max(t(X), t(y)) * torch.tensor([0.3, 0.1], dtype=torch.float64)
+    E = selection.kfold_path_score(sparse.lasso_path, X, y, lams, k=5,
+                                   generator=torch.Generator().manual_seed(0))
+    assert E.shape == (5, 2) and bool(torch.isfinite(E).all())
+
+
 def test_kfold_fold_sizes_like_sklearn(rng):
     X, y = problem(rng, 23, 3)
     E = selection.kfold_path_score(ridge.ridge_path, X, y, [1.0], k=5,

@@ -296,6 +296,62 @@ def test_path_and_single_solves_agree(rng):
         assert rel_err(row, sparse.elastic_net(X, y, lam, 1.0)) < 2e-8
 
 
+@pytest.mark.parametrize("corr", [0.0, 0.95])
+def test_tall_path_when_newton_steps_do_not_certify(rng, corr):
+    # n barely above p and strongly correlated columns: a badly conditioned Gram matrix, where
+    # support predictions go wrong and the working-set loop has to finish; the answer must
+    # still be scikit-learn's. Also a path long enough for several warm-started batches.
+    X, y = problem(rng, 70, 64, corr)
+    lams = torch.tensor(np.geomspace(1, 1e-3, 23), dtype=torch.float64) * lam_max_np(X, y)
+    W, info = sparse.lasso_path(X, y, lams, return_info=True)
+    assert info.converged and info.certificate <= DEFAULT_TOL[torch.float64]
+    for lam, row in zip(f64(lams)[::4], W[::4], strict=True):
+        check_against_sklearn(X, y, row, lam, 1.0, torch.float64)
+
+
+@given(seed=st.integers(0, 2**31 - 1), frac=st.sampled_from([0.02, 0.3, 2.0]),
+       rho=st.sampled_from([1.0, 0.4]), shift=st.sampled_from([0.0, 3.0]))
+def test_gram_form_gap_equals_the_direct_gap(seed, frac, rho, shift):
+    # The Gram-form gap (what lasso_path computes in Gram mode, from H = X^T X / n,
+    # c = X^T y / n and ||y||^2 / 2n only) against the direct form from residuals
+    # (numpy, independent). They are the same number up to rounding: the Gram form
+    # cancels ||r||^2 = ||y||^2 - 2 c^T w + w^T H w, so its error is a few eps times
+    # the terms it adds, ||y||^2/2n + |c^T w| + w^T H w / 2.
+    r = np.random.default_rng(seed)
+    X, y = problem(r, 40, 12, 0.5, k=3)
+    W = r.standard_normal((12, 3)) * (r.random((12, 3)) < 0.5) + shift
+    lam = frac * float(lam_max_np(X, y, rho).max())
+    n = X.shape[0]
+    Xt, Yt, Wt = (torch.as_tensor(a) for a in (X, y, W))
+    H, C = Xt.mT @ Xt / n, Xt.mT @ Yt / n
+    yy = (Yt * Yt).sum(0) / (2 * n)
+    lam_t = torch.tensor(lam, dtype=torch.float64)
+    gram = sparse._gram_gap_from(H @ Wt, C, yy, Wt, lam_t * rho, lam_t * (1 - rho))
+    direct = gap_np(X, y, W, lam, rho)
+    scale = f64(yy) + np.abs((f64(C) * W).sum(0)) + (W * (f64(H) @ W)).sum(0) / 2
+    np.testing.assert_array_less(np.abs(f64(gram) - direct), 50 * eps(torch.float64) * scale)
+
+
+def test_active_set_solve_is_the_kkt_solution_on_its_support(rng):
+    # Given the optimal support and signs, the Newton step's exact solve is the solution
+    # (to rounding); with one problem per column (a batch of Gram matrices) as well.
+    X, y = problem(rng, 50, 10, 0.3)
+    n = X.shape[0]
+    lams = np.array([0.3, 0.05]) * lam_max_np(X, y)
+    ref = np.stack([sk_enet(X, y, lam) for lam in lams], axis=1)  # (p, 2)
+    H, C = torch.as_tensor(X.T @ X / n), torch.as_tensor(X.T @ y / n)[:, None].repeat(1, 2)
+    A, S = torch.as_tensor(ref != 0), torch.as_tensor(np.sign(ref))
+    lam_t = torch.as_tensor(lams)
+    w = sparse._active_set_solve(H, C, A, S, lam_t, torch.zeros(2, dtype=torch.float64))
+    np.testing.assert_allclose(f64(w), ref, atol=1e-9 * np.abs(ref).max())
+    Hb = torch.stack([H, 2 * H])[:, None]  # problem 1: the design scaled by sqrt(2)
+    wb = sparse._active_set_solve(Hb, torch.stack([C, 2 * C], 1), torch.stack([A, A], 1),
+                                  torch.stack([S, S], 1), torch.stack([lam_t, 2 * lam_t]),
+                                  torch.zeros(2, 2, dtype=torch.float64))
+    torch.testing.assert_close(wb[:, 0], w, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(wb[:, 1], w, rtol=1e-12, atol=1e-14)
+
+
 # --- 2. group lasso vs cvxpy ------------------------------------------------------------
 
 
