@@ -6,10 +6,18 @@ Two problems per size, both without intercept, float64:
   (:func:`regref.ridge.ridge_path`); scikit-learn refits ``Ridge(alpha=lam,
   fit_intercept=False)`` per strength (default solver, which is Cholesky here; also
   ``solver="svd"`` where that stays cheap).
-* ``ridge_loo``: pick the strength with the smallest exact leave-one-out error and refit
-  there. regref: :func:`regref.ridge.ridge_loo`, ``argmin``, :func:`regref.ridge.ridge`;
-  scikit-learn: ``RidgeCV(alphas=lams, fit_intercept=False)``, the same efficient LOO. The
-  answer compared is ``(chosen strength, coefficients)``, so a different choice fails.
+* ``ridge_loo``: pick the strength with the smallest exact leave-one-out error and return
+  the coefficients there, what a user calls "RidgeCV". regref:
+  ``ridge_loo(X, y, lams, return_coef=True)``, which takes the coefficients from the same
+  factorization as the errors (an SVD when n >= p, an eigendecomposition of X X^T when
+  n < p); scikit-learn: ``RidgeCV(alphas=lams, fit_intercept=False)``, the same efficient
+  LOO (its "svd" mode when n > p, "eigen" on X X^T when n < p). The answer compared is
+  ``(chosen strength, coefficients)``, so a different choice fails.
+
+Sizes: both shapes, n > p (1000 x 400, 5000 x 200) and n < p (400 x 2000, 200 x 5000), and
+a larger n < p problem for ``ridge_loo`` only (1000 x 5000, where forming the n x n Gram
+matrix dominates; scikit-learn's 50 refits of the path would take most of the suite's time
+there).
 """
 
 from __future__ import annotations
@@ -20,16 +28,17 @@ import numpy as np
 import torch
 from sklearn.linear_model import Ridge, RidgeCV
 
-from regref.ridge import ridge, ridge_loo, ridge_path
+from regref.ridge import ridge_loo, ridge_path
 
 from .harness import Case, PathData, Variant
 
 NAME = "ridge_path"
 N_LAMS = 50
-# (n, p, also time sklearn's per-lambda SVD solver): n > p, n >> p, n < p. Sized so the whole
-# default run (scikit-learn refits 50 times per size) stays near a minute on 2 cores; the SVD
-# peer (50 SVDs) only runs where one SVD is cheapest, the tall-thin case.
-SIZES = [(1000, 400, False), (5000, 200, True), (400, 2000, False)]
+# (n, p, also time sklearn's per-lambda SVD solver): n > p, n >> p, n < p, n << p. Sized so
+# the whole default run (scikit-learn refits 50 times per size) stays near two minutes on 2
+# cores; the SVD peer (50 SVDs) only runs where one SVD is cheapest, the tall-thin case.
+SIZES = [(1000, 400, False), (5000, 200, True), (400, 2000, False), (200, 5000, False)]
+LOO_ONLY_SIZES = [(1000, 5000)]  # n < p where the Gram matrix dominates
 QUICK_SIZES = [(60, 20, True), (20, 60, True)]
 
 
@@ -63,9 +72,8 @@ def sklearn_path(d: Data, solver: str = "auto") -> np.ndarray:
 
 
 def regref_loo(d: Data):
-    i = int(torch.argmin(ridge_loo(d.Xt, d.yt, d.lamst)))
-    lam = d.lamst[i]
-    return lam.reshape(1), ridge(d.Xt, d.yt, lam)
+    loo, w = ridge_loo(d.Xt, d.yt, d.lamst, return_coef=True)
+    return d.lamst[loo.argmin()].reshape(1), w
 
 
 def sklearn_loo(d: Data):
@@ -94,5 +102,9 @@ def cases(quick: bool = False) -> list[Case]:
         out.append(Case("ridge_path", size, setup, regref_path, peers,
                         variants=_gpu_variants(regref_path)))
         out.append(Case("ridge_loo", size, setup, regref_loo, {"`RidgeCV`": sklearn_loo},
+                        variants=_gpu_variants(regref_loo)))
+    for n, p in [] if quick else LOO_ONLY_SIZES:
+        out.append(Case("ridge_loo", {"n": n, "p": p, "L": N_LAMS}, partial(make_data, n, p),
+                        regref_loo, {"`RidgeCV`": sklearn_loo},
                         variants=_gpu_variants(regref_loo)))
     return out

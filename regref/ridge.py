@@ -266,7 +266,65 @@ def _check_targets(X, y):
     return X, y
 
 
-def ridge_loo(X, y, lams) -> torch.Tensor:
+def _gram_lower(X, blocks: int = 4) -> torch.Tensor:
+    """The lower triangle of :math:`XX^\top` (zeros above the diagonal blocks), by block rows.
+
+    Block row ``i`` is ``X_i @ X[:end_i].T``: about :math:`(1 + 1/b)/2` of the flops of the
+    full product for ``b`` blocks. torch has no symmetric rank-k update (BLAS ``syrk``,
+    which numpy uses for ``X @ X.T``); for :func:`torch.linalg.eigh` the lower triangle is
+    all that is read.
+    """
+    n = X.shape[0]
+    G = X.new_zeros(n, n)
+    cuts = [n * i // blocks for i in range(blocks + 1)]
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        G[a:b, :b] = X[a:b] @ X[:b].mT
+    return G
+
+
+def _loo_kernel(X, Y, lams, coef: bool):
+    r"""The part to copy: exact leave-one-out errors of ridge for every strength, and (with
+    ``coef``) the solution at the strength with the smallest error, from one factorization.
+
+    With :math:`X = U\operatorname{diag}(s)V^\top` (when :math:`n < p`, :math:`U` and
+    :math:`s^2` come from the eigendecomposition of the :math:`n\times n` Gram matrix
+    :math:`XX^\top` instead, which is cheaper) the hat matrix is
+    :math:`H_\lambda = U\operatorname{diag}\bigl(s^2/(s^2+\lambda)\bigr)U^\top`, so the
+    residuals :math:`e = (I - H_\lambda)Y` and leverages :math:`h_{ii}` cost
+    :math:`O(n\min(n,p))` per strength, and
+    :math:`\mathrm{LOO}(\lambda) = \operatorname{mean}_{i,k}\,(e_{ik}/(1-h_{ii}))^2`.
+    At the best strength :math:`\lambda^\star` the solution is
+    :math:`V\operatorname{diag}\bigl(s/(s^2+\lambda^\star)\bigr)U^\top Y` (:math:`n\ge p`)
+    or :math:`X^\top U\operatorname{diag}\bigl(1/(s^2+\lambda^\star)\bigr)U^\top Y
+    = X^\top(XX^\top + \lambda^\star I)^{-1}Y` (:math:`n < p`, where only :math:`U` is
+    known): :math:`O(p\min(n,p))` more, no second factorization. ``Y`` is (n, k).
+    Returns the (L,) errors, the smallest :math:`1 - h_{ii}` (which must be positive) and
+    the (p, k) solution (None without ``coef``).
+    """
+    n, p = X.shape
+    if n >= p:
+        U, s, Vh, keep = _svd(X)
+        s2 = s**2
+    else:  # eigh of X X^T, which reads only the lower triangle
+        s2, U = torch.linalg.eigh(_gram_lower(X))
+        s2, U = s2.flip(0).clamp(min=0), U.flip(1)  # descending, like the SVD
+        keep = s2 > p * torch.finfo(X.dtype).eps * s2[0]  # as in _svd
+    UtY = U.mT @ Y  # (r, k)
+    g = _filters(s2, s2, keep, lams)  # (L, r): the hat-matrix filter s^2/(s^2 + lam)
+    resid = Y - _batched_matmul(U, g[:, :, None] * UtY)  # (L, n, k)
+    slack = 1 - ((U**2) @ g.mT).mT.unsqueeze(-1)  # 1 - h_ii, (L, n, 1)
+    loo = ((resid / slack) ** 2).mean(dim=(1, 2))
+    if not coef:
+        return loo, slack.min(), None
+    best = lams[torch.argmin(loo)].reshape(1)
+    if n >= p:
+        w = Vh.mT @ (_filters(s, s2, keep, best)[0][:, None] * UtY)
+    else:
+        w = X.mT @ (U @ (_filters(torch.ones_like(s2), s2, keep, best)[0][:, None] * UtY))
+    return loo, slack.min(), w
+
+
+def ridge_loo(X, y, lams, *, return_coef: bool = False):
     r"""Exact leave-one-out mean squared error of ridge, for every strength, from one SVD.
 
     Refitting without point :math:`i` changes its residual to
@@ -276,8 +334,22 @@ def ridge_loo(X, y, lams) -> torch.Tensor:
     .. math:: \mathrm{LOO}(\lambda) = \frac1n \sum_{i=1}^n
               \Bigl(\frac{y_i - \hat y_i(\lambda)}{1 - h_{ii}(\lambda)}\Bigr)^2.
 
-    Cost: one SVD plus :math:`O(Ln\min(n,p))`. Derived in chapter 02. Multi-target
-    ``y`` averages over targets. ``y`` is converted to ``X``'s dtype and device.
+    With ``return_coef=True`` it also returns the ridge solution at the strength with the
+    smallest error, :math:`\hat w_{\lambda^\star}` with
+    :math:`\lambda^\star = \arg\min_\lambda \mathrm{LOO}(\lambda)` (the first one in
+    the order of ``lams`` on a tie), from the same factorization: with
+    :math:`X = U\operatorname{diag}(s)V^\top`,
+    :math:`\hat w_{\lambda^\star} = V\operatorname{diag}\bigl(s/(s^2+\lambda^\star)\bigr)
+    U^\top y = X^\top U\operatorname{diag}\bigl(1/(s^2+\lambda^\star)\bigr)U^\top y`.
+    This is scikit-learn's ``RidgeCV(alphas=lams, fit_intercept=False)``: its ``alpha_``
+    is ``lams[loo.argmin()]`` and its ``coef_`` is ``w`` (transposed for several targets).
+
+    Cost: one thin SVD when :math:`n \ge p`, one eigendecomposition of the
+    :math:`n\times n` Gram matrix :math:`XX^\top` when :math:`n < p`
+    (:math:`O(np\min(n,p))` either way), plus :math:`O(Ln\min(n,p))` for the errors and
+    :math:`O(p\min(n,p))` for the solution. Derived in chapter 02. Multi-target ``y``
+    averages over targets (one strength for all of them). ``y`` is converted to ``X``'s
+    dtype and device.
 
     Parameters
     ----------
@@ -287,11 +359,15 @@ def ridge_loo(X, y, lams) -> torch.Tensor:
         Response(s).
     lams : tensor of shape (L,)
         Strengths ``>= 0``.
+    return_coef : bool, default False
+        Also return the solution at the strength with the smallest error.
 
     Returns
     -------
-    tensor of shape (L,)
+    loo : tensor of shape (L,)
         The leave-one-out mean squared error for each strength.
+    w : tensor of shape (p,) or (p, k)
+        Only with ``return_coef=True``: the ridge solution at ``lams[loo.argmin()]``.
 
     Raises
     ------
@@ -302,21 +378,28 @@ def ridge_loo(X, y, lams) -> torch.Tensor:
     Examples
     --------
     >>> import torch
-    >>> from regref.ridge import ridge_loo
+    >>> from regref.ridge import ridge, ridge_loo
     >>> X = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0], [2.0, 1.0]],
     ...                  dtype=torch.float64)
     >>> y = torch.tensor([1.0, 2.0, 2.0, 2.5], dtype=torch.float64)
-    >>> torch.round(ridge_loo(X, y, [0.1, 1.0]), decimals=4)
+    >>> lams = torch.tensor([0.1, 1.0], dtype=torch.float64)
+    >>> torch.round(ridge_loo(X, y, lams), decimals=4)
     tensor([0.0764, 0.2198], dtype=torch.float64)
+    >>> loo, w = ridge_loo(X, y, lams, return_coef=True)  # select, and fit there
+    >>> torch.round(w, decimals=4)
+    tensor([0.8259, 0.9872], dtype=torch.float64)
+    >>> torch.allclose(w, ridge(X, y, lams[loo.argmin()]))
+    True
     """
     X, y = _check_targets(*check_data(X, y))
     lams = _lams(lams, X)
-    resid, leverage, _ = _fits(X, y, lams)
-    slack = 1 - leverage
-    if bool((slack <= 1e3 * torch.finfo(X.dtype).eps).any()):
+    loo, min_slack, w = _loo_kernel(X, y.reshape(y.shape[0], -1), lams, return_coef)
+    if float(min_slack) <= 1e3 * torch.finfo(X.dtype).eps:
         raise ValueError("leave-one-out is undefined: some point has leverage 1 at one of "
                          "lams (use lams > 0 when n <= p)")
-    return ((resid / slack) ** 2).mean(dim=(1, 2))
+    if not return_coef:
+        return loo
+    return loo, w.reshape((X.shape[1],) + y.shape[1:])
 
 
 def ridge_gcv(X, y, lams) -> torch.Tensor:

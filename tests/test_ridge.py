@@ -10,7 +10,7 @@ import torch
 from conftest import eps
 from sklearn.kernel_approximation import RBFSampler
 from sklearn.kernel_ridge import KernelRidge
-from sklearn.linear_model import Ridge
+from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.metrics.pairwise import rbf_kernel as sk_rbf_kernel
 
 from regref import ConvergenceWarning, Info, ridge
@@ -121,6 +121,53 @@ def test_ridge_loo_matches_brute_force_refits(rng, n, p, lams, k):
     assert loo.shape == (len(lams),) and loo.dtype == torch.float64
     expected = [brute_force_loo(X, y, lam) for lam in lams]
     np.testing.assert_allclose(loo.numpy(), expected, rtol=1e-9)
+
+
+def conditioned_design(rng, n, p, cond):
+    """An n x p design (either shape) with singular values from 1 down to 1/cond."""
+    return ill_conditioned(rng, n, p, cond) if n >= p else ill_conditioned(rng, p, n, cond).T
+
+
+# (n, p, cond(X)): both shapes (n < p: the Gram eigendecomposition, in 4 block rows; n >= p:
+# the SVD), a well- and an ill-conditioned design
+CV_CASES = [(60, 12, 10.0), (60, 12, 1e3), (12, 60, 10.0), (12, 60, 1e3), (30, 30, 1e2)]
+
+
+@pytest.mark.parametrize("n, p, cond", CV_CASES)
+@pytest.mark.parametrize("k", [None, 3], ids=["y1d", "y2d"])
+def test_ridge_loo_return_coef_matches_sklearn_ridgecv(rng, n, p, cond, k):
+    X = conditioned_design(rng, n, p, cond)
+    w_true = rng.standard_normal((p,) if k is None else (p, k))
+    y = X @ w_true + 0.05 * rng.standard_normal((n,) if k is None else (n, k))
+    lams = np.logspace(-6, 2, 33)[::-1].copy()  # descending: the order is the caller's
+    loo, w = ridge.ridge_loo(X, y, lams, return_coef=True)
+    model = RidgeCV(alphas=lams, fit_intercept=False).fit(X, y)
+    i = int(loo.argmin())
+    assert 0 < i < len(lams) - 1  # an interior minimum: the selection is tested
+    # the same choice; not a near tie, so rounding cannot flip it
+    assert lams[i] == model.alpha_
+    runner_up = float(loo[[i - 1, i + 1]].min())
+    assert runner_up > float(loo[i]) * (1 + 1e-9)
+    assert torch.equal(loo, ridge.ridge_loo(X, y, lams))  # return_coef changes nothing
+    assert w.shape == (p,) + (() if k is None else (k,)) and w.dtype == torch.float64
+    # both solve (X^T X + lam I) w = X^T y (or its dual) through a symmetric eigen/SVD
+    # factorization: forward error <= max(n, p) eps kappa, kappa the condition number of
+    # the system, (s_max^2 + lam) / (s_min^2 + lam) over the nonzero singular values
+    s = np.linalg.svd(X, compute_uv=False)
+    kappa = (s[0] ** 2 + lams[i]) / (s[-1] ** 2 + lams[i])
+    assert rel_err(w.numpy(), model.coef_.T) < max(n, p) * eps(torch.float64) * kappa
+    # and it is the ridge solution at the chosen strength
+    assert rel_err(w.numpy(), sk_ridge(X, y, lams[i])) < max(n, p) * eps(torch.float64) * kappa
+
+
+def test_ridge_loo_return_coef_is_float32_and_on_the_path(rng, dtype):
+    X, y = problem(rng, 10, 30, 2)
+    Xt, yt = torch.as_tensor(X).to(dtype), torch.as_tensor(y).to(dtype)
+    lams = torch.logspace(-2, 3, 11, dtype=dtype)
+    loo, w = ridge.ridge_loo(Xt, yt, lams, return_coef=True)
+    assert loo.dtype == w.dtype == dtype and w.shape == (30, 2)
+    W = ridge.ridge_path(Xt, yt, lams)
+    assert rel_err(w.double().numpy(), W[int(loo.argmin())].double().numpy()) < 1e3 * eps(dtype)
 
 
 @pytest.mark.parametrize("n, p, lams", [(25, 6, [0.0, 2.0, 0.3]), (8, 12, [5.0, 0.1, 60.0])],
@@ -510,6 +557,8 @@ BAD = {
     "loo-lams-nan": (lambda: ridge.ridge_loo(X0, y0, [NAN]), V, "lams"),
     "loo-lams-empty": (lambda: ridge.ridge_loo(X0, y0, []), V, "lams"),
     "loo-leverage-1": (lambda: ridge.ridge_loo(Xw, yw, [1.0, 0.0]), V, "leverage"),
+    "loo-leverage-1-coef": (lambda: ridge.ridge_loo(Xw, yw, [1.0, 0.0], return_coef=True), V,
+                            "leverage"),
     "loo-y-no-targets": (lambda: ridge.ridge_loo(X0, y0[:, None][:, :0], [1.0]), V, "y"),
     "gcv-y-no-targets": (lambda: ridge.ridge_gcv(X0, y0[:, None][:, :0], [1.0]), V, "y"),
     "gcv-y-inf": (lambda: ridge.ridge_gcv(X0, INF_Y, [1.0]), V, "y"),
