@@ -378,15 +378,16 @@ def _newton(S, Lam, Theta, tol, max_iter, nonpos=False):
     while True:
         g = _gap(S[live], Lam[live], hi[live], Theta[live], nonpos)
         near = (g > tol * m) & (g < _POLISH_GAP * m)
-        if bool(near.any()):  # polish: Newton on the current support, once it is nearly right
-            polished = Theta[live]
+        if bool(near.any()):  # polish the problems whose support is nearly right
+            idx, g_near = live[near], g[near]
+            polished = Theta[idx]
             for _ in range(_POLISH_STEPS):
-                polished, _ = _newton_cg_step(S[live], Lam[live], polished, nonpos, _CG_ITER,
-                                              min(0.1, float(g[near].max()) / m))
-            g_pol = _gap(S[live], Lam[live], hi[live], polished, nonpos)
-            better = g_pol < g
-            Theta[live] = torch.where(better[:, None, None], polished, Theta[live])
-            g = torch.where(better, g_pol, g)
+                polished, _ = _newton_cg_step(S[idx], Lam[idx], polished, nonpos, _CG_ITER,
+                                              min(0.1, float(g_near.max()) / m))
+            g_pol = _gap(S[idx], Lam[idx], hi[idx], polished, nonpos)
+            better = g_pol < g_near
+            Theta[idx] = torch.where(better[:, None, None], polished, Theta[idx])
+            g[near] = torch.where(better, g_pol, g_near)
         gap[live] = g
         # the gap need not decrease monotonically far from the optimum (the objective does):
         # only count a stall near the optimum, where the rounding floor is the limit
