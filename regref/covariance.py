@@ -13,7 +13,8 @@ covariance :math:`S \succeq 0` with a positive diagonal:
 
 Both are solved by one batched core, a proximal Newton method (each step minimizes the
 quadratic model of the log-det term plus the penalty, by FISTA on matrix products) with
-a Cholesky line search that keeps every iterate positive definite. Every solve is
+a Cholesky line search that keeps every iterate positive definite, finished near the
+optimum by Newton-CG steps on the free entries. Every solve is
 certified by the **duality gap** against the box-constrained log-det dual
 :math:`\max\{\log\det(S + U) + p\}` (:func:`duality_gap`); the certificate a solver
 reports is the relative gap, gap / :math:`p` (:math:`p` is the value of
@@ -57,6 +58,8 @@ __all__ = [
 
 _POLISH_GAP = 1e-3  # relative gap below which the support is trusted for a Newton polish
 _MAX_BACKTRACK = 60  # halvings of a step before giving up
+_POLISH_STEPS = 2  # Newton-CG steps on the support per polish
+_CG_ITER = 200  # conjugate-gradient steps per Newton-CG step, at most
 _STALL = 5  # Newton steps near the optimum without a 10% smaller gap: the rounding floor
 
 
@@ -288,14 +291,78 @@ def _prox_newton_step(S, Lam, Theta, nonpos=False, max_inner=2000, inner_rtol=1e
     return Theta + alpha[:, None, None] * D, torch.where(ok, new_value, value)
 
 
+def _newton_cg_step(S, Lam, Theta, nonpos=False, cg_iter=50, cg_rtol=1e-2):
+    r"""One orthant-wise Newton-CG step on a batch of graphical lassos. The part to copy.
+
+    Objective, for ``S``, ``Lam`` (weights, zero diagonal) and ``Theta`` of shape (K, m, m):
+    :math:`P(\Theta) = -\log\det\Theta + \operatorname{tr}(S\Theta) + \sum_{ij}\Lambda_{ij}
+    |\Theta_{ij}|`; with ``nonpos``, :math:`\Theta_{ij} \le 0` off the diagonal as well.
+    With :math:`W = \Theta^{-1}` and :math:`G = S - W`, an entry is free if it is on the
+    diagonal, nonzero, or zero with :math:`|G_{ij}| > \Lambda_{ij}` (the penalty cannot hold
+    it at zero; with ``nonpos`` only :math:`G_{ij} > \Lambda_{ij}`). Free entries keep their
+    sign :math:`\sigma` (or take :math:`-\operatorname{sign}G_{ij}`), so the penalty is linear
+    there and the Newton model :math:`\langle G + \Lambda\sigma, D\rangle
+    + \frac12\operatorname{tr}(WDWD)` over :math:`D` on the free set is a quadratic:
+    conjugate gradients (two matrix products per step, Jacobi-preconditioned) reduce its
+    residual by ``cg_rtol`` or run ``cg_iter`` steps. Then :math:`\Theta + \alpha D`, with
+    entries that cross zero set to zero, is halved until its Cholesky factor exists and
+    :math:`P` decreases enough. ``Theta`` must be positive definite. Returns the new
+    ``Theta`` (the old one where no step is accepted) and its objective.
+    """
+    def objective(T):
+        chol, fail = torch.linalg.cholesky_ex(T)
+        val = -2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        val = val + (S * T + Lam * T.abs()).sum((-2, -1))
+        return torch.where(fail == 0, val, torch.inf)
+
+    def dot(A, B):
+        return (A * B).sum((-2, -1), keepdim=True)
+
+    W = torch.cholesky_inverse(torch.linalg.cholesky(Theta))
+    W, G = (W + W.mT) / 2, S - (W + W.mT) / 2
+    leave = -torch.ones_like(G) if nonpos else -G.sign()  # the way a zero would move
+    sigma = torch.where(Theta != 0, Theta.sign(), leave)
+    diagonal = torch.eye(S.shape[-1], dtype=torch.bool, device=S.device)
+    free = (Theta != 0) | (-sigma * G > Lam) | diagonal
+    g = torch.where(free, G + Lam * sigma, 0)  # the gradient of P on the free orthant face
+    d = W.diagonal(dim1=-2, dim2=-1)
+    precond = 1 / (d[:, :, None] * d[:, None, :] + W * W)  # the Hessian's diagonal, inverted
+    D, r = torch.zeros_like(Theta), -g
+    z = precond * r
+    v, rz = z, dot(r, z)
+    rz0 = rz
+    for k in range(cg_iter):
+        Hv = torch.where(free, W @ v @ W, 0)
+        a = torch.where(rz > 0, rz / dot(v, Hv), 0)
+        D, r = D + a * v, r - a * Hv
+        z = precond * r
+        rz, rz_old = dot(r, z), rz
+        if k % 5 == 4 and bool((rz <= cg_rtol ** 2 * rz0).all()):
+            break
+        v = z + torch.where(rz_old > 0, rz / rz_old, 0) * v
+    D = torch.where((Theta == 0) & (D * sigma < 0), 0, (D + D.mT) / 2)  # zeros leave along sigma
+    value = objective(Theta)
+    alpha = torch.ones_like(value)
+    for _ in range(60):
+        T = Theta + alpha[:, None, None] * D
+        T = torch.where(T * sigma < 0, 0, T)  # entries that cross zero stop at zero
+        new_value = objective(T)
+        ok = new_value <= value + 1e-4 * dot(g, T - Theta)[:, 0, 0] + 1e-13 * value.abs()
+        if bool(ok.all()):
+            break
+        alpha = torch.where(ok, alpha, alpha / 2)
+    return torch.where(ok[:, None, None], T, Theta), torch.where(ok, new_value, value)
+
+
 def _newton(S, Lam, Theta, tol, max_iter, nonpos=False):
     r"""Batched proximal Newton on :math:`K` problems of one size :math:`m`: the outer loop.
 
     ``S`` (K, m, m), ``Lam`` (K, m, m) off-diagonal weights (zero diagonal), ``Theta``
     (K, m, m) a positive-definite start. Each outer step is :func:`_prox_newton_step` (inexact
     early, tighter later). Before each step the duality gap of every problem is computed at
-    its current iterate; once it is below :data:`_POLISH_GAP` times :math:`m` a Newton polish
-    on the support (:func:`_support_newton`) is tried and kept if its gap is smaller.
+    its current iterate; once it is below :data:`_POLISH_GAP` times :math:`m` a polish of
+    :data:`_POLISH_STEPS` Newton-CG steps on the free entries (:func:`_newton_cg_step`,
+    matrix-free: two products per CG step) is tried and kept if its gap is smaller.
     Problems whose gap is below ``tol * m`` (or that stalled at their rounding floor) leave
     the batch. Returns ``(Theta, gap, n_iter)``: ``gap`` is the absolute duality gap at the
     returned ``Theta``, ``n_iter`` the number of outer steps.
@@ -311,12 +378,16 @@ def _newton(S, Lam, Theta, tol, max_iter, nonpos=False):
     while True:
         g = _gap(S[live], Lam[live], hi[live], Theta[live], nonpos)
         near = (g > tol * m) & (g < _POLISH_GAP * m)
-        if bool(near.any()):  # polish: Newton on the current support, once it is nearly right
-            polished = _support_newton(S[live], Lam[live], Theta[live], nonpos)
-            g_pol = _gap(S[live], Lam[live], hi[live], polished, nonpos)
-            better = g_pol < g
-            Theta[live] = torch.where(better[:, None, None], polished, Theta[live])
-            g = torch.where(better, g_pol, g)
+        if bool(near.any()):  # polish the problems whose support is nearly right
+            idx, g_near = live[near], g[near]
+            polished = Theta[idx]
+            for _ in range(_POLISH_STEPS):
+                polished, _ = _newton_cg_step(S[idx], Lam[idx], polished, nonpos, _CG_ITER,
+                                              min(0.1, float(g_near.max()) / m))
+            g_pol = _gap(S[idx], Lam[idx], hi[idx], polished, nonpos)
+            better = g_pol < g_near
+            Theta[idx] = torch.where(better[:, None, None], polished, Theta[idx])
+            g[near] = torch.where(better, g_pol, g_near)
         gap[live] = g
         # the gap need not decrease monotonically far from the optimum (the objective does):
         # only count a stall near the optimum, where the rounding floor is the limit
@@ -341,65 +412,6 @@ def _gap(S, Lam, hi, Theta, nonpos):
     W = torch.cholesky_inverse(chol)
     dual = _dual_logdet(S, (W + W.mT) / 2, -Lam, hi) + S.shape[-1]
     return torch.where(fail == 0, primal - dual, torch.inf)
-
-
-def _support_newton(S, Lam, T, nonpos, steps=6, max_vars=2000):
-    r"""Newton's method on the support of ``T`` with its signs fixed (the polish).
-
-    Once the support :math:`E` and the signs :math:`\sigma` of the optimum are known, the
-    problem restricted to :math:`E` is smooth,
-    :math:`\min -\log\det\Theta + \operatorname{tr}((S + \Lambda\circ\sigma)\Theta)`, and
-    Newton's method converges quadratically. Variables: one per edge :math:`i < j` and
-    diagonal entry; Hessian :math:`(W_{ik}W_{jl} + W_{il}W_{jk})\cdot 2/(c_ec_f)` with
-    :math:`c = 2` on the diagonal, 1 off it (:math:`W = \Theta^{-1}`). Problems are padded
-    to the largest support and solved by one batched Cholesky, :math:`O(Kq^3)`. Steps are
-    halved until :math:`\Theta` stays positive definite and keeps its signs. Returns a
-    positive-definite candidate (``T`` itself where the support is too large or a step
-    fails); the caller keeps it only if its duality gap is smaller.
-    """
-    K, m, _ = T.shape
-    iu = torch.triu_indices(m, m, device=T.device)
-    A = T[:, iu[0], iu[1]] != 0
-    na = A.sum(1)
-    q = int(na.max())
-    if q > max_vars:
-        return T
-    order = torch.argsort(A.to(torch.int8), dim=1, descending=True, stable=True)[:, :q]
-    valid = torch.arange(q, device=T.device) < na[:, None]  # (K, q)
-    i, j = iu[0][order], iu[1][order]  # (K, q)
-    c = torch.where(i == j, 2.0, 1.0).to(T.dtype)
-    sigma = torch.sign(T)
-    b = torch.arange(K, device=T.device)[:, None, None]
-    for _ in range(steps):
-        W = torch.cholesky_inverse(torch.linalg.cholesky(T))
-        grad = S - W + Lam * (-1 if nonpos else sigma)
-        g = torch.where(valid, 2 * grad[b[:, :, 0], i, j] / c, 0)
-        ie, je, jf, if_ = i[:, :, None], j[:, :, None], j[:, None, :], i[:, None, :]
-        H = (W[b, ie, if_] * W[b, je, jf] + W[b, ie, jf] * W[b, je, if_]) * 2 \
-            / (c[:, :, None] * c[:, None, :])
-        both = valid[:, :, None] & valid[:, None, :]
-        H = torch.where(both, H, torch.diag_embed(valid.logical_not().to(T.dtype)))
-        Lh, info = torch.linalg.cholesky_ex(H)
-        if bool((info != 0).any()):
-            return T
-        dx = -torch.cholesky_solve(g[:, :, None], Lh)[:, :, 0]
-        D = torch.zeros_like(T)
-        D[b[:, :, 0], i, j] = torch.where(valid, dx, 0)
-        D = D + D.mT - torch.diag_embed(D.diagonal(dim1=-2, dim2=-1))
-        alpha = torch.ones(K, 1, 1, dtype=T.dtype, device=T.device)
-        for _ in range(30):
-            T_new = T + alpha * D
-            ok = (torch.linalg.cholesky_ex(T_new).info == 0) \
-                & ((torch.sign(T_new) == sigma) | (sigma == 0)).flatten(1).all(1)
-            if bool(ok.all()):
-                break
-            alpha = torch.where(ok[:, None, None], alpha, alpha / 2)
-        else:
-            return T
-        T = T_new
-        if float((g * dx).sum(1).abs().max()) < 1e-30:
-            break
-    return T
 
 
 # ----------------------------------------------------------------------------- screening
@@ -463,6 +475,19 @@ def _solve_blocks(S, lam, Theta0, tol, max_iter, screen):
     size in one batched :func:`_newton` call, scatter back. Returns ``(Theta, gap, n_iter)``
     with ``gap`` (B,) the absolute duality gap at ``Theta``, summed over the blocks."""
     B, p, _ = S.shape
+    zero = lam == 0
+    if bool(zero.any()):  # the maximum-likelihood estimate S^-1, exactly (S is PD here)
+        Theta, gap = torch.empty_like(S), S.new_zeros(B)
+        Tz = torch.cholesky_inverse(torch.linalg.cholesky(S[zero]))
+        Theta[zero] = (Tz + Tz.mT) / 2
+        none = torch.zeros_like(Tz)
+        gap[zero] = _gap(S[zero], none, none, Theta[zero], False)
+        n_iter, rest = 0, ~zero
+        if bool(rest.any()):
+            T0 = None if Theta0 is None else Theta0[rest]
+            Theta[rest], gap[rest], n_iter = _solve_blocks(S[rest], lam[rest], T0, tol,
+                                                           max_iter, screen)
+        return Theta, gap, n_iter
     if not screen:
         T0 = torch.diag_embed(1 / S.diagonal(dim1=-2, dim2=-1)) if Theta0 is None else Theta0
         return _newton(S, _weights(lam, p), T0.clone(), tol, max_iter)
@@ -544,9 +569,10 @@ def graphical_lasso(S, lam, *, tol=None, max_iter=10_000, screen=True, Theta0=No
     batched proximal Newton solve: each step minimizes the quadratic model of
     :math:`-\log\det` plus the penalty by FISTA (two matrix products per step), then a
     Cholesky line search keeps every iterate positive definite (the step is
-    ``_prox_newton_step``, the part to copy); near the optimum a Newton polish on the
-    support finishes. Cost per inner step :math:`O(\sum_k m_k^3)` over block sizes
-    :math:`m_k` instead of :math:`O(p^3)`. Derived in chapter 06.
+    ``_prox_newton_step``, the part to copy); near the optimum Newton steps on the free
+    entries, solved by conjugate gradients (``_newton_cg_step``), finish. Cost per inner
+    step :math:`O(\sum_k m_k^3)` over block sizes :math:`m_k` instead of :math:`O(p^3)`.
+    Derived in chapter 06.
 
     Certificate: the **relative duality gap** :math:`\text{gap}/p`, where the gap (summed
     over blocks) is :func:`duality_gap` at the returned :math:`\Theta`, a proof that
@@ -632,14 +658,15 @@ def graphical_lasso_path(S, lams, *, tol=None, max_iter=10_000, screen=True,
 
     Solves from the largest strength down (sparsest first), each solve starting from the
     previous solution, whose diagonal blocks stay positive definite as the components
-    merge; rows are returned in the caller's order. ``S`` is validated once; a batched
-    ``S`` is rejected (call :func:`graphical_lasso` with a (B,) ``lam`` for many problems).
-    Cost: :math:`L` warm-started solves. Derived in chapter 06.
+    merge; rows are returned in the caller's order. ``S`` is validated once. A batched
+    ``S`` (B, p, p) is solved in one pass per strength, all B problems together (e.g. the
+    subsamples of stability selection). Cost: :math:`L` warm-started solves. Derived in
+    chapter 06.
 
     Parameters
     ----------
-    S : tensor or array-like, (p, p)
-        Covariance, as for :func:`graphical_lasso`.
+    S : tensor or array-like, (p, p) or (B, p, p)
+        Covariance, as for :func:`graphical_lasso`; a batch of B problems shares ``lams``.
     lams : sequence or tensor, (L,)
         Strengths >= 0, in any order.
     tol : float, optional
@@ -655,8 +682,9 @@ def graphical_lasso_path(S, lams, *, tol=None, max_iter=10_000, screen=True,
 
     Returns
     -------
-    Thetas : tensor, (L, p, p)
-        One precision matrix per strength; with ``return_info``, ``(Thetas, info)``.
+    Thetas : tensor, (L, p, p) or (L, B, p, p)
+        One precision matrix per strength (and problem); with ``return_info``,
+        ``(Thetas, info)``.
 
     Examples
     --------
@@ -669,19 +697,22 @@ def graphical_lasso_path(S, lams, *, tol=None, max_iter=10_000, screen=True,
     ([0, 2, 3], True)
     """
     S = _check_covariance(S)
-    check_ndim(S, "S", (2,))
     lams = check_strength(lams, "lams", S, ndims=(1,))
     tol = check_tol(tol, S.dtype, 1e-12, 1e-5)
     max_iter = check_positive_int(max_iter, "max_iter")
-    S3 = S[None]
-    _check_lam_zero(S3, lams.amin()[None])
+    S3 = S.reshape(-1, *S.shape[-2:])
+    B = S3.shape[0]
     out = torch.empty(len(lams), *S.shape, dtype=S.dtype, device=S.device)
+    if B == 0:
+        info = Info(0, True, 0.0)
+        return (out, info) if return_info else out
+    _check_lam_zero(S3, lams.amin().expand(B))
     Theta, worst, total = None, 0.0, 0
     for k in torch.argsort(lams, descending=True).tolist():
-        Theta, gap, n_iter = _solve_blocks(S3, lams[k:k + 1], Theta, tol, max_iter,
+        Theta, gap, n_iter = _solve_blocks(S3, lams[k].expand(B), Theta, tol, max_iter,
                                            bool(screen))
-        out[k] = Theta[0]
-        worst, total = max(worst, float(gap[0]) / S.shape[-1]), total + n_iter
+        out[k] = Theta.reshape(S.shape)
+        worst, total = max(worst, float(gap.max()) / S.shape[-1]), total + n_iter
     info = Info(total, worst <= tol, worst)
     _warn(info, tol, max_iter * len(lams), "graphical_lasso_path")
     return (out, info) if return_info else out

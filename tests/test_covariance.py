@@ -143,6 +143,26 @@ def test_matches_sklearn(rng, p, n, lam):
     assert np.abs(T - T_sk).max() <= 1e-9 * np.abs(T_sk).max()  # measured <= 5.3e-12
 
 
+@pytest.mark.parametrize("lam", [0.05, 0.1, 0.2, 0.4])
+def test_matches_sklearn_on_the_benchmark_grid(rng, lam):
+    """The benchmark's strengths on standardized data with n = 2p, at the benchmark's
+    tolerance (relative gap 1e-4 / p) and at the default: the certified gap holds in numpy,
+    the objectives agree within both gaps, and Theta within the strong-convexity radius."""
+    p = 20
+    S, _ = sample_cov(rng, p, 2 * p)
+    _, T_sk = sk_graphical_lasso(S, lam, **SK)
+    T_sk = (T_sk + T_sk.T) / 2
+    gap_sk = np_gap(S, T_sk, lam)
+    for tol in (1e-4 / p, 1e-12):
+        T, info = covariance.graphical_lasso(S, lam, tol=tol, return_info=True)
+        T = T.numpy()
+        gap = np_gap(S, T, lam)
+        assert info.converged and gap <= tol * p + 1e-13
+        assert abs(np_objective(S, T, lam) - np_objective(S, T_sk, lam)) <= gap + gap_sk + 1e-12
+        bound = theta_bound(S, T, lam, gap) + theta_bound(S, T_sk, lam, gap_sk)
+        assert np.linalg.norm(T - T_sk) <= bound
+
+
 @pytest.mark.parametrize("lam", [0.05, 0.3])
 def test_matches_cvxpy(rng, lam):
     S, _ = sample_cov(rng, 6, 20)
@@ -247,6 +267,28 @@ def test_batched_equals_looped(rng):
     for b in range(3):
         Tb = covariance.graphical_lasso(S[b], float(lams[b]))
         np.testing.assert_allclose(T[b], Tb, rtol=0, atol=1e-7 * float(Tb.abs().max()))
+
+
+def test_batched_path_equals_looped_paths(rng):
+    """A batched S (B, p, p) gives (L, B, p, p): every problem's path, as looped calls give
+    it, within the strong-convexity radius of the two certified gaps; the Info is the worst
+    case over problems and strengths."""
+    S = np.stack([sample_cov(rng, 10, n)[0] for n in (6, 20, 40)])  # one singular
+    lams = [0.3, 0.05, 0.15]
+    path, info = covariance.graphical_lasso_path(S, lams, return_info=True)
+    assert path.shape == (3, 3, 10, 10) and info.converged
+    worst = 0.0
+    for b in range(3):
+        loop = covariance.graphical_lasso_path(S[b], lams)
+        for k, lam in enumerate(lams):
+            T, T_loop = path[k, b].numpy(), loop[k].numpy()
+            gap = np_gap(S[b], T, lam)
+            worst = max(worst, gap / 10)
+            assert np.linalg.norm(T - T_loop) <= 2 * theta_bound(
+                S[b], T, lam, gap + np_gap(S[b], T_loop, lam))
+    assert info.certificate == pytest.approx(worst, rel=1e-6, abs=1e-14)
+    empty, i0 = covariance.graphical_lasso_path(np.zeros((0, 4, 4)), lams, return_info=True)
+    assert empty.shape == (3, 0, 4, 4) and i0.converged
 
 
 def test_path_rows_in_callers_order_and_warm_start(rng):
@@ -360,7 +402,7 @@ BAD = [
     (lambda: gl(_S(), 0.1, Theta0=np.triu(np.ones((5, 5)))), ValueError, r"\bTheta0\b.*symm"),
     (lambda: path(_S(), []), ValueError, r"\blams\b must not be empty"),
     (lambda: path(_S(), [0.1, -0.1]), ValueError, r"\blams\b must be >= 0"),
-    (lambda: path(np.stack([_S()] * 2), [0.1]), ValueError, r"\bS\b must be 2-D"),
+    (lambda: path(_S()[0], [0.1]), ValueError, r"\bS\b must be 2-D or 3-D"),
     (lambda: path(_S(), [0.1], max_iter=math.inf), ValueError, r"\bmax_iter\b"),
     (lambda: mtp2(_S(), 0.1, penalty="l0"), ValueError, r"\bpenalty\b"),
     (lambda: mtp2(_S(), 0.1, penalty="scad", a=1.5), ValueError, r"\ba\b \(SCAD's shape\)"),
@@ -486,6 +528,42 @@ def test_kernel_is_copyable_and_matches_the_public_function(rng):
     assert gap <= 1e-9  # proximal Newton with inexact steps, no polish
     assert float(value[0]) == pytest.approx(np_objective(S, Theta[0].numpy(), lam), rel=1e-13)
     assert np.linalg.norm(Theta[0] - T_ref) <= theta_bound(S, T_ref.numpy(), lam, gap + 1e-12)
+
+
+def test_newton_cg_kernel_is_copyable_and_matches_the_public_function(rng):
+    """The Newton-CG step runs from its own source with only torch and math; a plain loop
+    of it from the diagonal reaches graphical_lasso's answer, and the objective it returns
+    is the numpy objective of the point it returns."""
+    step = load_kernel(covariance._newton_cg_step)
+    S, _ = sample_cov(rng, 10, 30)
+    lam = 0.1
+    St = torch.as_tensor(S)[None]
+    Lam = lam * (1 - torch.eye(10, dtype=torch.float64))[None]
+    Theta = torch.diag_embed(1 / St.diagonal(dim1=-2, dim2=-1))
+    for _ in range(40):
+        Theta, value = step(St, Lam, Theta, cg_iter=200, cg_rtol=1e-10)
+    T_ref, info = covariance.graphical_lasso(S, lam, return_info=True)
+    gap = np_gap(S, Theta[0].numpy(), lam)
+    assert gap <= 1e-12 * 10  # the default tol, reached by the bare loop
+    assert float(value[0]) == pytest.approx(np_objective(S, Theta[0].numpy(), lam), rel=1e-13)
+    assert np.linalg.norm(Theta[0] - T_ref) <= theta_bound(S, T_ref.numpy(), lam, gap + 1e-12)
+
+
+def test_newton_cg_step_never_increases_the_objective_and_stays_positive_definite(rng):
+    """Every accepted step decreases P (Armijo, up to the line search's rounding slack of
+    1e-13 |P|) and keeps Theta positive definite, from a start far from the optimum, on a
+    batch with one strength per problem."""
+    step = load_kernel(covariance._newton_cg_step)
+    S = torch.as_tensor(np.stack([sample_cov(rng, 15, 10)[0], sample_cov(rng, 15, 60)[0]]))
+    Lam = torch.tensor([0.05, 0.3], dtype=torch.float64)[:, None, None] * (
+        1 - torch.eye(15, dtype=torch.float64))
+    Theta = torch.eye(15, dtype=torch.float64).expand(2, 15, 15).clone()
+    previous = torch.full((2,), math.inf, dtype=torch.float64)
+    for _ in range(10):
+        Theta, value = step(S, Lam, Theta, cg_iter=5, cg_rtol=0.3)
+        assert (value <= previous + 1e-13 * previous.abs()).all()
+        assert (torch.linalg.eigvalsh(Theta)[:, 0] > 0).all()
+        previous = value
 
 
 # --- total positivity ----------------------------------------------------------------------
