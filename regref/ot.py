@@ -133,35 +133,68 @@ def _options(tol, max_iter, check_every, dtype):
 
 # ----------------------------------------------------------------------------- the kernels
 
+def _sinkhorn_log_steps(a, b, neg_C, v, steps):
+    r"""``steps`` log-domain Sinkhorn iterations from the scaled column potential ``v``.
+
+    ``a`` (B, n, 1), ``b`` (B, m, 1) weights as columns, ``neg_C`` :math:`-C/\varepsilon`,
+    ``v`` (B, m, 1) :math:`g/\varepsilon`, ``steps >= 1``. Each iteration is
+    :math:`u = \log a - \mathrm{LSE}_j(v_j - C_{ij}/\varepsilon)`, then
+    :math:`v = \log b - \mathrm{LSE}_i(u_i - C_{ij}/\varepsilon)`. Returns ``u``, ``v`` and
+    the row sums :math:`e^{u_i}\sum_j e^{v_j - C_{ij}/\varepsilon}` of their plan.
+    """
+    row_lse = torch.logsumexp(v.mT + neg_C, dim=2, keepdim=True)
+    for _ in range(steps):
+        u = torch.log(a) - row_lse
+        v = torch.log(b) - torch.logsumexp(u + neg_C, dim=1, keepdim=True).mT
+        row_lse = torch.logsumexp(v.mT + neg_C, dim=2, keepdim=True)
+    return u, v, torch.exp(u + row_lse)
+
+
 def _sinkhorn_kernel(a, b, C, eps, g, tol, max_iter, check_every):
-    r"""Log-domain Sinkhorn on a batch of dense problems. The part to copy.
+    r"""Stabilized Sinkhorn, batched. The part to copy (with :func:`_sinkhorn_log_steps`).
 
     Solves :math:`\min_{P\mathbf 1 = a,\ P^\top\mathbf 1 = b}\ \langle P, C\rangle
-    + \varepsilon\sum_{ij}P_{ij}(\log P_{ij} - 1)` through its dual, by exact block ascent
-    on the scaled potentials :math:`u = f/\varepsilon`, :math:`v = g/\varepsilon`:
-    :math:`u = \log a - \mathrm{LSE}_j(v_j - C_{ij}/\varepsilon)`, then
-    :math:`v = \log b - \mathrm{LSE}_i(u_i - C_{ij}/\varepsilon)`. The plan
-    :math:`P_{ij} = e^{u_i + v_j - C_{ij}/\varepsilon}` then has column sums ``b``; its row
-    error :math:`\|P\mathbf 1 - a\|_1/\|a\|_1` is checked every ``check_every`` iterations.
-    ``a`` (B, n), ``b`` (B, m): weights of equal mass; ``C`` (B or 1, n, m); ``g`` (B, m)
-    the starting potential. Returns ``f``, ``g``, the iteration count and the row errors.
+    + \varepsilon\sum_{ij}P_{ij}(\log P_{ij} - 1)` by Sinkhorn's scaling iteration with
+    absorption (Schmitzer 2019): the plan is :math:`\mathrm{diag}(s)\,K\,\mathrm{diag}(t)`,
+    :math:`K = e^{u + v^\top - C/\varepsilon}` at absorbed potentials
+    :math:`u = f/\varepsilon`, :math:`v = g/\varepsilon`; an iteration is :math:`s = a/(Kt)`,
+    :math:`t = b/(K^\top s)`, two matrix-vector products. Every ``check_every`` iterations
+    (one host sync): the row error :math:`\|P\mathbf 1 - a\|_1/\|a\|_1`; absorption
+    (:math:`u \mathrel{+}= \log s`, :math:`v \mathrel{+}= \log t`, :math:`K` recomputed) once
+    a scaling leaves :math:`[e^{-\beta/4}, e^{\beta/4}]`, :math:`e^{-\beta}` = tiny; and,
+    if one is infinite or zero (a row or column of :math:`K` underflowed), those iterations
+    redone in the log domain. ``a`` (B, n), ``b`` (B, m), ``C`` (B or 1, n, m); ``g``
+    (B, m) the starting potential. Returns ``f``, ``g``, the iteration count, the row errors.
     """
-    neg_C = C / -eps
-    log_a, log_b = torch.log(a), torch.log(b)  # log 0 = -inf: zero weights drop out
-    mass = a.sum(1)
-    v = g / eps
-    row_lse = torch.logsumexp(v[:, None, :] + neg_C, dim=2)
-    n_iter = 0
+    n, mass, a, b = a.shape[1], a.sum(1), a[:, :, None], b[:, :, None]  # weights as columns
+    a0, b0 = (a == 0).to(a.dtype), (b == 0).to(b.dtype)  # K s + 1 = 1 at a zero weight
+    live, neg_C, beta = torch.cat([a, b], 1) > 0, C / -eps, -math.log(torch.finfo(C.dtype).tiny)
+    v, n_iter, absorb = g[:, :, None] / eps, 0, True  # u: the rows of K peak at 1
+    u = -(v.mT + neg_C).amax(2, keepdim=True)
     while True:
-        steps = min(check_every, max_iter - n_iter)
+        if absorb:  # the kernel at the potentials u, v; the scalings back to 1
+            K, t = (u + v.mT).add_(neg_C).exp_(), torch.ones_like(b)
+            K_t = torch.baddbmm(a0, K, t)
+        steps, t0 = min(check_every, max_iter - n_iter), t
         for _ in range(steps):
-            u = log_a - row_lse
-            v = log_b - torch.logsumexp(u[:, :, None] + neg_C, dim=1)
-            row_lse = torch.logsumexp(v[:, None, :] + neg_C, dim=2)
+            s = a / K_t
+            t = b / torch.baddbmm(b0, K.mT, s)
+            K_t = torch.baddbmm(a0, K, t)
         n_iter += steps
-        row_error = (torch.exp(u + row_lse) - a).abs().sum(1) / mass  # of the returned plan
-        if bool((row_error <= tol).all()) or n_iter >= max_iter:  # one host sync per check
-            return eps * u, eps * v, n_iter, row_error
+        err = (s * K_t - a).abs().sum((1, 2)) / mass  # of the returned plan
+        log_st = torch.log(torch.cat([s, t], 1))
+        broken, far, done = torch.stack([(~log_st.isfinite() & live).any(),  # one host sync
+                                         ((log_st.abs() > beta / 4) & live).any(),
+                                         (err <= tol).all()]).tolist()
+        if broken:  # K t or K^T s underflowed: redo the block in the log domain
+            u, v, rows = _sinkhorn_log_steps(a, b, neg_C, v + torch.log(t0), steps)
+            err = (rows - a).abs().sum((1, 2)) / mass
+            done, far = bool((err <= tol).all()), False
+        elif far or done or n_iter >= max_iter:
+            u, v = u + log_st[:, :n], v + log_st[:, n:]
+        if (done and not far) or n_iter >= max_iter:
+            return eps * u[..., 0], eps * v[..., 0], n_iter, err
+        absorb = broken or far
 
 
 def _sinkhorn_points_kernel(x, y, a, b, eps, g, tol, max_iter, check_every, chunk):
@@ -175,12 +208,11 @@ def _sinkhorn_points_kernel(x, y, a, b, eps, g, tol, max_iter, check_every, chun
     error :math:`\|P\mathbf 1 - a\|_1/\|a\|_1` of the plan after the last column update.
     """
     def lse(p, q, w):  # LSE_j (w_j - |p_i - q_j|^2 / eps) for every i, by blocks of rows
-        q_sq, out = (q * q).sum(1), []
-        for i in range(0, len(p), chunk):
-            block = p[i:i + chunk]
-            sq = ((block * block).sum(1)[:, None] + q_sq[None, :] - 2 * block @ q.T).clamp(min=0)
-            out.append(torch.logsumexp(w[None, :] - sq / eps, dim=1))
-        return torch.cat(out)
+        shift, out = w - (q * q).sum(1) / eps, []  # |p - q|^2 = |p|^2 + |q|^2 - 2 p.q
+        for i in range(0, len(p), chunk):  # one (chunk, m) block: p.q, scaled and shifted
+            block = torch.addmm(shift, p[i:i + chunk], q.T, alpha=2 / eps)
+            out.append(torch.logsumexp(block, dim=1))
+        return torch.cat(out) - (p * p).sum(1) / eps
 
     log_a, log_b, mass = torch.log(a), torch.log(b), a.sum()
     v = g / eps
