@@ -155,26 +155,26 @@ def _sinkhorn_kernel(a, b, C, eps, g, tol, max_iter, check_every):
 
     Solves :math:`\min_{P\mathbf 1 = a,\ P^\top\mathbf 1 = b}\ \langle P, C\rangle
     + \varepsilon\sum_{ij}P_{ij}(\log P_{ij} - 1)` by Sinkhorn's scaling iteration with
-    absorption (Schmitzer 2019): the plan is :math:`\mathrm{diag}(s)\,K\,\mathrm{diag}(t)`,
-    :math:`K = e^{u + v^\top - C/\varepsilon}` at absorbed potentials
-    :math:`u = f/\varepsilon`, :math:`v = g/\varepsilon`; an iteration is :math:`s = a/(Kt)`,
-    :math:`t = b/(K^\top s)`, two matrix-vector products. Every ``check_every`` iterations
-    (one host sync): the row error :math:`\|P\mathbf 1 - a\|_1/\|a\|_1`; absorption
-    (:math:`u \mathrel{+}= \log s`, :math:`v \mathrel{+}= \log t`, :math:`K` recomputed) once
-    a scaling leaves :math:`[e^{-\beta/4}, e^{\beta/4}]`, :math:`e^{-\beta}` = tiny; and,
-    if one is infinite or zero (a row or column of :math:`K` underflowed), those iterations
-    redone in the log domain. ``a`` (B, n), ``b`` (B, m), ``C`` (B or 1, n, m); ``g``
-    (B, m) the starting potential. Returns ``f``, ``g``, the iteration count, the row errors.
+    absorption (Schmitzer 2019): :math:`P = \mathrm{diag}(s)\,K\,\mathrm{diag}(t)`,
+    :math:`K = e^{u + v^\top - C/\varepsilon}` at absorbed potentials :math:`u = f/\varepsilon`,
+    :math:`v = g/\varepsilon`; an iteration is :math:`s = a/(Kt)`, :math:`t = b/(K^\top s)`.
+    Every ``check_every`` iterations (one host sync): the row error
+    :math:`\|P\mathbf 1 - a\|_1/\|a\|_1`; absorption (:math:`u \mathrel{+}= \log s`,
+    :math:`v \mathrel{+}= \log t`, new :math:`K`) once a scaling leaves :math:`[\tau, 1/\tau]`,
+    :math:`\tau = \text{tiny}^{1/4}` (entries of :math:`K` below tiny, set to 0, weigh at most
+    :math:`\sqrt{\text{tiny}}` in :math:`P`); if one is infinite or zero (a row or column of
+    :math:`K` underflowed), those iterations redone in the log domain. ``a`` (B, n), ``b``
+    (B, m), ``C`` (B or 1, n, m), ``g`` (B, m) the start. Returns f, g, iterations, errors.
     """
     n, mass, a, b = a.shape[1], a.sum(1), a[:, :, None], b[:, :, None]  # weights as columns
     a0, b0 = (a == 0).to(a.dtype), (b == 0).to(b.dtype)  # K s + 1 = 1 at a zero weight
-    live, neg_C, beta = torch.cat([a, b], 1) > 0, C / -eps, -math.log(torch.finfo(C.dtype).tiny)
+    live, neg_C, tiny = torch.cat([a, b], 1) > 0, C / -eps, torch.finfo(C.dtype).tiny
     v, n_iter, absorb = g[:, :, None] / eps, 0, True  # u: the rows of K peak at 1
     u = -(v.mT + neg_C).amax(2, keepdim=True)
     while True:
-        if absorb:  # the kernel at the potentials u, v; the scalings back to 1
-            K, t = (u + v.mT).add_(neg_C).exp_(), torch.ones_like(b)
-            K_t = torch.baddbmm(a0, K, t)
+        if absorb:  # K at the potentials u, v, subnormals flushed (slow); scalings back to 1
+            K = torch.threshold_((u + v.mT).add_(neg_C).exp_(), tiny, 0.0)
+            K_t, t = K.sum(2, keepdim=True) + a0, torch.ones_like(b)
         steps, t0 = min(check_every, max_iter - n_iter), t
         for _ in range(steps):
             s = a / K_t
@@ -184,7 +184,7 @@ def _sinkhorn_kernel(a, b, C, eps, g, tol, max_iter, check_every):
         err = (s * K_t - a).abs().sum((1, 2)) / mass  # of the returned plan
         log_st = torch.log(torch.cat([s, t], 1))
         broken, far, done = torch.stack([(~log_st.isfinite() & live).any(),  # one host sync
-                                         ((log_st.abs() > beta / 4) & live).any(),
+                                         ((log_st.abs() > -math.log(tiny) / 4) & live).any(),
                                          (err <= tol).all()]).tolist()
         if broken:  # K t or K^T s underflowed: redo the block in the log domain
             u, v, rows = _sinkhorn_log_steps(a, b, neg_C, v + torch.log(t0), steps)
