@@ -166,9 +166,9 @@ def _sinkhorn_kernel(a, b, C, eps, g, tol, max_iter, check_every):
     :math:`K` underflowed), those iterations redone in the log domain. ``a`` (B, n), ``b``
     (B, m), ``C`` (B or 1, n, m), ``g`` (B, m) the start. Returns f, g, iterations, errors.
     """
-    n, mass, a, b = a.shape[1], a.sum(1), a[:, :, None], b[:, :, None]  # weights as columns
+    n, mass, a, b = a.shape[1], a.sum(1), a[:, :, None], b[:, None, :]  # column, row: fast
     a0, b0 = (a == 0).to(a.dtype), (b == 0).to(b.dtype)  # K s + 1 = 1 at a zero weight
-    live, neg_C, tiny = torch.cat([a, b], 1) > 0, C / -eps, torch.finfo(C.dtype).tiny
+    live, neg_C, tiny = torch.cat([a, b.mT], 1) > 0, C / -eps, torch.finfo(C.dtype).tiny
     v, n_iter, absorb = g[:, :, None] / eps, 0, True  # u: the rows of K peak at 1
     u = -(v.mT + neg_C).amax(2, keepdim=True)
     while True:
@@ -178,16 +178,16 @@ def _sinkhorn_kernel(a, b, C, eps, g, tol, max_iter, check_every):
         steps, t0 = min(check_every, max_iter - n_iter), t
         for _ in range(steps):
             s = a / K_t
-            t = b / torch.baddbmm(b0, K.mT, s)
-            K_t = torch.baddbmm(a0, K, t)
+            t = b / torch.baddbmm(b0, s.mT, K)  # (s^T K), a row: MKL's batched K^T s is slow
+            K_t = torch.baddbmm(a0, K, t.mT)
         n_iter += steps
         err = (s * K_t - a).abs().sum((1, 2)) / mass  # of the returned plan
-        log_st = torch.log(torch.cat([s, t], 1))
+        log_st = torch.log(torch.cat([s, t.mT], 1))
         broken, far, done = torch.stack([(~log_st.isfinite() & live).any(),  # one host sync
                                          ((log_st.abs() > -math.log(tiny) / 4) & live).any(),
                                          (err <= tol).all()]).tolist()
         if broken:  # K t or K^T s underflowed: redo the block in the log domain
-            u, v, rows = _sinkhorn_log_steps(a, b, neg_C, v + torch.log(t0), steps)
+            u, v, rows = _sinkhorn_log_steps(a, b.mT, neg_C, v + torch.log(t0.mT), steps)
             err = (rows - a).abs().sum((1, 2)) / mass
             done, far = bool((err <= tol).all()), False
         elif far or done or n_iter >= max_iter:
