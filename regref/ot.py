@@ -13,9 +13,11 @@ whose dual is :math:`\max_{f, g} \langle f, a\rangle + \langle g, b\rangle
 :math:`\sum P\log P` instead, which differs by the constant :math:`\varepsilon\sum_i a_i`:
 the plans are the same, the values differ by it (and POT's ``ot.sinkhorn2`` returns
 :math:`\langle P, C\rangle` alone). Sinkhorn's algorithm maximizes the dual one block at a
-time; in the log domain (potentials, log-sum-exp) it is stable for any
-:math:`\varepsilon > 0`. :func:`exact_ot` (and :func:`monge_gap` with ``eps=None``) needs
-SciPy, the optional extra ``lp``: ``pip install "regref[lp]"``. Derivations: chapter 15.
+time; it runs in the scaling form (two matrix-vector products per iteration) with the
+scalings absorbed into the potentials when they grow and a log-domain fallback where the
+kernel underflows, which keeps it exact for any :math:`\varepsilon > 0`. :func:`exact_ot`
+(and :func:`monge_gap` with ``eps=None``) needs SciPy, the optional extra ``lp``:
+``pip install "regref[lp]"``. Derivations: chapter 15.
 """
 
 from __future__ import annotations
@@ -277,8 +279,8 @@ def _potentials(a, b, C, eps, tol, max_iter, check_every, eps_schedule, name="si
     """Validated options, then the dense kernel on batched input (B, n), (B, m), (B or 1, n, m).
 
     On a GPU the whole batch is one pass. On a CPU the batch is split into blocks whose
-    (block, n, m) temporaries stay in cache: the log-sum-exps are memory-bound, and one
-    batch larger than the cache is slower than a loop over small problems.
+    (block, n, m) kernels stay in cache: the matrix-vector products are memory-bound, and
+    one batch larger than the cache is slower than a loop over small problems.
     """
     eps = _eps(eps)
     tol, max_iter, check_every = _options(tol, max_iter, check_every, C.dtype)
@@ -300,15 +302,15 @@ def _potentials(a, b, C, eps, tol, max_iter, check_every, eps_schedule, name="si
 
 def sinkhorn_potentials(a, b, C, eps, *, tol=None, max_iter: int = 10_000,
                         check_every: int = 10, eps_schedule=None, return_info: bool = False):
-    r"""Optimal dual potentials :math:`(f, g)` of entropic OT, by log-domain Sinkhorn.
+    r"""Optimal dual potentials :math:`(f, g)` of entropic OT, by stabilized Sinkhorn.
 
     .. math:: \max_{f, g}\ \langle f, a\rangle + \langle g, b\rangle
               - \varepsilon\sum_{ij} e^{(f_i + g_j - C_{ij})/\varepsilon},
 
     the dual of the problem of :func:`sinkhorn`; the optimal plan is
     :math:`P_{ij} = e^{(f_i + g_j - C_{ij})/\varepsilon}`. The potentials are those after the
-    last (column) update. Each iteration reads :math:`C` twice (two log-sum-exps over
-    :math:`Bnm` entries). Derivation: chapter 15.
+    last (column) update. Each iteration is two matrix-vector products with the kernel
+    (:math:`Bnm` entries), as in :func:`sinkhorn`. Derivation: chapter 15.
 
     Parameters
     ----------
@@ -353,7 +355,7 @@ def sinkhorn_potentials(a, b, C, eps, *, tol=None, max_iter: int = 10_000,
 
 def sinkhorn(a, b, C, eps, *, tol=None, max_iter: int = 10_000, check_every: int = 10,
              eps_schedule=None, return_info: bool = False):
-    r"""Entropic optimal transport plan, by log-domain Sinkhorn (batched).
+    r"""Entropic optimal transport plan, by stabilized Sinkhorn (batched).
 
     .. math:: P = \arg\min_{P\mathbf 1 = a,\ P^\top\mathbf 1 = b}
               \langle P, C\rangle - \varepsilon H(P),\qquad
@@ -362,13 +364,18 @@ def sinkhorn(a, b, C, eps, *, tol=None, max_iter: int = 10_000, check_every: int
     and :math:`P_{ij} = e^{(f_i + g_j - C_{ij})/\varepsilon}` at the optimal potentials.
     The plan equals POT's ``ot.sinkhorn(a, b, C, eps)`` (POT's entropy
     :math:`-\sum P\log P` differs from :math:`H` by the constant mass, which does not move
-    the minimizer). The potentials are updated in the log domain,
-    :math:`f_i = \varepsilon\log a_i - \varepsilon\,\mathrm{LSE}_j((g_j - C_{ij})/\varepsilon)`
-    and symmetrically for :math:`g`, so no kernel :math:`e^{-C/\varepsilon}` underflows:
-    :math:`\varepsilon = 10^{-3}` with costs of order 1 is fine. The returned plan is the one
-    after the last (column) half-step, so :math:`P^\top\mathbf 1 = b` to rounding. Cost per
-    iteration: two log-sum-exps over :math:`Bnm` entries; one host synchronization per
-    ``check_every`` iterations. Derivation: chapter 15.
+    the minimizer). The updates :math:`f_i = \varepsilon\log a_i - \varepsilon\log\sum_j
+    e^{(g_j - C_{ij})/\varepsilon}` (and symmetrically for :math:`g`) run in the scaling form
+    :math:`s = a/(Kt)`, :math:`t = b/(K^\top s)` on a kernel
+    :math:`K = e^{(\bar f_i + \bar g_j - C_{ij})/\varepsilon}` at absorbed potentials; the
+    scalings are absorbed into :math:`\bar f, \bar g` when they leave
+    :math:`[\text{tiny}^{1/4}, \text{tiny}^{-1/4}]`, and a block of iterations in which a row
+    or column of :math:`K` underflows is redone in the log domain (log-sum-exps), so
+    :math:`\varepsilon = 10^{-3}` with costs of order 1 is fine and the iterates are those of
+    the log-domain iteration to rounding. The returned plan is the one after the last
+    (column) half-step, so :math:`P^\top\mathbf 1 = b` to rounding. Cost per iteration: two
+    matrix-vector products over :math:`Bnm` entries, nothing of that size written; one host
+    synchronization per ``check_every`` iterations. Derivation: chapter 15.
 
     Parameters
     ----------
