@@ -157,7 +157,9 @@ def cases(quick: bool = False) -> list[Case]:
                     {"POT `sinkhorn` (default), looped": pot,
                      "POT `sinkhorn` (default), torch backend, looped":
                          partial(pot, backend="torch")}, tol=1e-6))
-    n_d = 100 if quick else DIV_N
+    if quick:  # geomloss's fixed schedule is 8e-2 off at n = 100: not a --quick smoke check
+        return out
+    n_d = DIV_N
     clouds = make_clouds(n_d)
     median = float(((clouds.x[:, None] - clouds.y[None]) ** 2).sum(-1).median())
     frac_d = float(f"{2 * BLUR**2 / median:.2g}")  # eps = 2 blur^2, as a fraction of the median
@@ -166,5 +168,5 @@ def cases(quick: bool = False) -> list[Case]:
                     {"geomloss `SamplesLoss` (scaling 0.5, default)": geomloss_divergence,
                      "geomloss `SamplesLoss` (scaling 0.9)":
                          partial(geomloss_divergence, scaling=0.9)},
-                    tol=1e-1 if quick else 2e-2))  # geomloss's error: 8e-2 at n = 100
+                    tol=2e-2))  # geomloss's own error, against a reference: 1.5e-2
     return out
