@@ -1,4 +1,4 @@
-"""GPU shape of the Sinkhorn iterations, measured on the CPU (DESIGN §7).
+"""GPU shape of the Sinkhorn iterations, measured on the CPU.
 
 A GPU runs an iteration at the speed of the passes it makes over memory and the kernels it
 launches. ``conftest.DispatchCounter`` records the aten ops the code dispatches and the
