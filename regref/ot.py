@@ -13,9 +13,11 @@ whose dual is :math:`\max_{f, g} \langle f, a\rangle + \langle g, b\rangle
 :math:`\sum P\log P` instead, which differs by the constant :math:`\varepsilon\sum_i a_i`:
 the plans are the same, the values differ by it (and POT's ``ot.sinkhorn2`` returns
 :math:`\langle P, C\rangle` alone). Sinkhorn's algorithm maximizes the dual one block at a
-time; in the log domain (potentials, log-sum-exp) it is stable for any
-:math:`\varepsilon > 0`. :func:`exact_ot` (and :func:`monge_gap` with ``eps=None``) needs
-SciPy, the optional extra ``lp``: ``pip install "regref[lp]"``. Derivations: chapter 15.
+time; it runs in the scaling form (two matrix-vector products per iteration) with the
+scalings absorbed into the potentials when they grow and a log-domain fallback where the
+kernel underflows, which keeps it exact for any :math:`\varepsilon > 0`. :func:`exact_ot`
+(and :func:`monge_gap` with ``eps=None``) needs SciPy, the optional extra ``lp``:
+``pip install "regref[lp]"``. Derivations: chapter 15.
 """
 
 from __future__ import annotations
@@ -133,35 +135,68 @@ def _options(tol, max_iter, check_every, dtype):
 
 # ----------------------------------------------------------------------------- the kernels
 
+def _sinkhorn_log_steps(a, b, neg_C, v, steps):
+    r"""``steps`` log-domain Sinkhorn iterations from the scaled column potential ``v``.
+
+    ``a`` (B, n, 1), ``b`` (B, m, 1) weights as columns, ``neg_C`` :math:`-C/\varepsilon`,
+    ``v`` (B, m, 1) :math:`g/\varepsilon`, ``steps >= 1``. Each iteration is
+    :math:`u = \log a - \mathrm{LSE}_j(v_j - C_{ij}/\varepsilon)`, then
+    :math:`v = \log b - \mathrm{LSE}_i(u_i - C_{ij}/\varepsilon)`. Returns ``u``, ``v`` and
+    the row sums :math:`e^{u_i}\sum_j e^{v_j - C_{ij}/\varepsilon}` of their plan.
+    """
+    row_lse = torch.logsumexp(v.mT + neg_C, dim=2, keepdim=True)
+    for _ in range(steps):
+        u = torch.log(a) - row_lse
+        v = torch.log(b) - torch.logsumexp(u + neg_C, dim=1, keepdim=True).mT
+        row_lse = torch.logsumexp(v.mT + neg_C, dim=2, keepdim=True)
+    return u, v, torch.exp(u + row_lse)
+
+
 def _sinkhorn_kernel(a, b, C, eps, g, tol, max_iter, check_every):
-    r"""Log-domain Sinkhorn on a batch of dense problems. The part to copy.
+    r"""Stabilized Sinkhorn, batched. The part to copy (with :func:`_sinkhorn_log_steps`).
 
     Solves :math:`\min_{P\mathbf 1 = a,\ P^\top\mathbf 1 = b}\ \langle P, C\rangle
-    + \varepsilon\sum_{ij}P_{ij}(\log P_{ij} - 1)` through its dual, by exact block ascent
-    on the scaled potentials :math:`u = f/\varepsilon`, :math:`v = g/\varepsilon`:
-    :math:`u = \log a - \mathrm{LSE}_j(v_j - C_{ij}/\varepsilon)`, then
-    :math:`v = \log b - \mathrm{LSE}_i(u_i - C_{ij}/\varepsilon)`. The plan
-    :math:`P_{ij} = e^{u_i + v_j - C_{ij}/\varepsilon}` then has column sums ``b``; its row
-    error :math:`\|P\mathbf 1 - a\|_1/\|a\|_1` is checked every ``check_every`` iterations.
-    ``a`` (B, n), ``b`` (B, m): weights of equal mass; ``C`` (B or 1, n, m); ``g`` (B, m)
-    the starting potential. Returns ``f``, ``g``, the iteration count and the row errors.
+    + \varepsilon\sum_{ij}P_{ij}(\log P_{ij} - 1)` by Sinkhorn's scaling iteration with
+    absorption (Schmitzer 2019): :math:`P = \mathrm{diag}(s)\,K\,\mathrm{diag}(t)`,
+    :math:`K = e^{u + v^\top - C/\varepsilon}` at absorbed potentials :math:`u = f/\varepsilon`,
+    :math:`v = g/\varepsilon`; an iteration is :math:`s = a/(Kt)`, :math:`t = b/(K^\top s)`.
+    Every ``check_every`` iterations (one host sync): the row error
+    :math:`\|P\mathbf 1 - a\|_1/\|a\|_1`; absorption (:math:`u \mathrel{+}= \log s`,
+    :math:`v \mathrel{+}= \log t`, new :math:`K`) once a scaling leaves :math:`[\tau, 1/\tau]`,
+    :math:`\tau = \text{tiny}^{1/4}` (entries of :math:`K` below tiny, set to 0, weigh at most
+    :math:`\sqrt{\text{tiny}}` in :math:`P`); if one is infinite or zero (a row or column of
+    :math:`K` underflowed), those iterations redone in the log domain. ``a`` (B, n), ``b``
+    (B, m), ``C`` (B or 1, n, m), ``g`` (B, m) the start. Returns f, g, iterations, errors.
     """
-    neg_C = C / -eps
-    log_a, log_b = torch.log(a), torch.log(b)  # log 0 = -inf: zero weights drop out
-    mass = a.sum(1)
-    v = g / eps
-    row_lse = torch.logsumexp(v[:, None, :] + neg_C, dim=2)
-    n_iter = 0
+    n, mass, a, b = a.shape[1], a.sum(1), a[:, :, None], b[:, None, :]  # column, row: fast
+    a0, b0 = (a == 0).to(a.dtype), (b == 0).to(b.dtype)  # K s + 1 = 1 at a zero weight
+    live, neg_C, tiny = torch.cat([a, b.mT], 1) > 0, C / -eps, torch.finfo(C.dtype).tiny
+    v, n_iter, absorb = g[:, :, None] / eps, 0, True  # u: the rows of K peak at 1
+    u = -(v.mT + neg_C).amax(2, keepdim=True)
     while True:
-        steps = min(check_every, max_iter - n_iter)
+        if absorb:  # K at the potentials u, v, subnormals flushed (slow); scalings back to 1
+            K = torch.threshold_((u + v.mT).add_(neg_C).exp_(), tiny, 0.0)
+            K_t, t = K.sum(2, keepdim=True) + a0, torch.ones_like(b)
+        steps, t0 = min(check_every, max_iter - n_iter), t
         for _ in range(steps):
-            u = log_a - row_lse
-            v = log_b - torch.logsumexp(u[:, :, None] + neg_C, dim=1)
-            row_lse = torch.logsumexp(v[:, None, :] + neg_C, dim=2)
+            s = a / K_t
+            t = b / torch.baddbmm(b0, s.mT, K)  # (s^T K), a row: MKL's batched K^T s is slow
+            K_t = torch.baddbmm(a0, K, t.mT)
         n_iter += steps
-        row_error = (torch.exp(u + row_lse) - a).abs().sum(1) / mass  # of the returned plan
-        if bool((row_error <= tol).all()) or n_iter >= max_iter:  # one host sync per check
-            return eps * u, eps * v, n_iter, row_error
+        err = (s * K_t - a).abs().sum((1, 2)) / mass  # of the returned plan
+        log_st = torch.log(torch.cat([s, t.mT], 1))
+        broken, far, done = torch.stack([(~log_st.isfinite() & live).any(),  # one host sync
+                                         ((log_st.abs() > -math.log(tiny) / 4) & live).any(),
+                                         (err <= tol).all()]).tolist()
+        if broken:  # K t or K^T s underflowed: redo the block in the log domain
+            u, v, rows = _sinkhorn_log_steps(a, b.mT, neg_C, v + torch.log(t0.mT), steps)
+            err = (rows - a).abs().sum((1, 2)) / mass
+            done, far = bool((err <= tol).all()), False
+        elif far or done or n_iter >= max_iter:
+            u, v = u + log_st[:, :n], v + log_st[:, n:]
+        if (done and not far) or n_iter >= max_iter:
+            return eps * u[..., 0], eps * v[..., 0], n_iter, err
+        absorb = broken or far
 
 
 def _sinkhorn_points_kernel(x, y, a, b, eps, g, tol, max_iter, check_every, chunk):
@@ -175,12 +210,11 @@ def _sinkhorn_points_kernel(x, y, a, b, eps, g, tol, max_iter, check_every, chun
     error :math:`\|P\mathbf 1 - a\|_1/\|a\|_1` of the plan after the last column update.
     """
     def lse(p, q, w):  # LSE_j (w_j - |p_i - q_j|^2 / eps) for every i, by blocks of rows
-        q_sq, out = (q * q).sum(1), []
-        for i in range(0, len(p), chunk):
-            block = p[i:i + chunk]
-            sq = ((block * block).sum(1)[:, None] + q_sq[None, :] - 2 * block @ q.T).clamp(min=0)
-            out.append(torch.logsumexp(w[None, :] - sq / eps, dim=1))
-        return torch.cat(out)
+        shift, out = w - (q * q).sum(1) / eps, []  # |p - q|^2 = |p|^2 + |q|^2 - 2 p.q
+        for i in range(0, len(p), chunk):  # one (chunk, m) block: p.q, scaled and shifted
+            block = torch.addmm(shift, p[i:i + chunk], q.T, alpha=2 / eps)
+            out.append(torch.logsumexp(block, dim=1))
+        return torch.cat(out) - (p * p).sum(1) / eps
 
     log_a, log_b, mass = torch.log(a), torch.log(b), a.sum()
     v = g / eps
@@ -245,8 +279,8 @@ def _potentials(a, b, C, eps, tol, max_iter, check_every, eps_schedule, name="si
     """Validated options, then the dense kernel on batched input (B, n), (B, m), (B or 1, n, m).
 
     On a GPU the whole batch is one pass. On a CPU the batch is split into blocks whose
-    (block, n, m) temporaries stay in cache: the log-sum-exps are memory-bound, and one
-    batch larger than the cache is slower than a loop over small problems.
+    (block, n, m) kernels stay in cache: the matrix-vector products are memory-bound, and
+    one batch larger than the cache is slower than a loop over small problems.
     """
     eps = _eps(eps)
     tol, max_iter, check_every = _options(tol, max_iter, check_every, C.dtype)
@@ -268,15 +302,15 @@ def _potentials(a, b, C, eps, tol, max_iter, check_every, eps_schedule, name="si
 
 def sinkhorn_potentials(a, b, C, eps, *, tol=None, max_iter: int = 10_000,
                         check_every: int = 10, eps_schedule=None, return_info: bool = False):
-    r"""Optimal dual potentials :math:`(f, g)` of entropic OT, by log-domain Sinkhorn.
+    r"""Optimal dual potentials :math:`(f, g)` of entropic OT, by stabilized Sinkhorn.
 
     .. math:: \max_{f, g}\ \langle f, a\rangle + \langle g, b\rangle
               - \varepsilon\sum_{ij} e^{(f_i + g_j - C_{ij})/\varepsilon},
 
     the dual of the problem of :func:`sinkhorn`; the optimal plan is
     :math:`P_{ij} = e^{(f_i + g_j - C_{ij})/\varepsilon}`. The potentials are those after the
-    last (column) update. Each iteration reads :math:`C` twice (two log-sum-exps over
-    :math:`Bnm` entries). Derivation: chapter 15.
+    last (column) update. Each iteration is two matrix-vector products with the kernel
+    (:math:`Bnm` entries), as in :func:`sinkhorn`. Derivation: chapter 15.
 
     Parameters
     ----------
@@ -321,7 +355,7 @@ def sinkhorn_potentials(a, b, C, eps, *, tol=None, max_iter: int = 10_000,
 
 def sinkhorn(a, b, C, eps, *, tol=None, max_iter: int = 10_000, check_every: int = 10,
              eps_schedule=None, return_info: bool = False):
-    r"""Entropic optimal transport plan, by log-domain Sinkhorn (batched).
+    r"""Entropic optimal transport plan, by stabilized Sinkhorn (batched).
 
     .. math:: P = \arg\min_{P\mathbf 1 = a,\ P^\top\mathbf 1 = b}
               \langle P, C\rangle - \varepsilon H(P),\qquad
@@ -330,13 +364,18 @@ def sinkhorn(a, b, C, eps, *, tol=None, max_iter: int = 10_000, check_every: int
     and :math:`P_{ij} = e^{(f_i + g_j - C_{ij})/\varepsilon}` at the optimal potentials.
     The plan equals POT's ``ot.sinkhorn(a, b, C, eps)`` (POT's entropy
     :math:`-\sum P\log P` differs from :math:`H` by the constant mass, which does not move
-    the minimizer). The potentials are updated in the log domain,
-    :math:`f_i = \varepsilon\log a_i - \varepsilon\,\mathrm{LSE}_j((g_j - C_{ij})/\varepsilon)`
-    and symmetrically for :math:`g`, so no kernel :math:`e^{-C/\varepsilon}` underflows:
-    :math:`\varepsilon = 10^{-3}` with costs of order 1 is fine. The returned plan is the one
-    after the last (column) half-step, so :math:`P^\top\mathbf 1 = b` to rounding. Cost per
-    iteration: two log-sum-exps over :math:`Bnm` entries; one host synchronization per
-    ``check_every`` iterations. Derivation: chapter 15.
+    the minimizer). The updates :math:`f_i = \varepsilon\log a_i - \varepsilon\log\sum_j
+    e^{(g_j - C_{ij})/\varepsilon}` (and symmetrically for :math:`g`) run in the scaling form
+    :math:`s = a/(Kt)`, :math:`t = b/(K^\top s)` on a kernel
+    :math:`K = e^{(\bar f_i + \bar g_j - C_{ij})/\varepsilon}` at absorbed potentials; the
+    scalings are absorbed into :math:`\bar f, \bar g` when they leave
+    :math:`[\text{tiny}^{1/4}, \text{tiny}^{-1/4}]`, and a block of iterations in which a row
+    or column of :math:`K` underflows is redone in the log domain (log-sum-exps), so
+    :math:`\varepsilon = 10^{-3}` with costs of order 1 is fine and the iterates are those of
+    the log-domain iteration to rounding. The returned plan is the one after the last
+    (column) half-step, so :math:`P^\top\mathbf 1 = b` to rounding. Cost per iteration: two
+    matrix-vector products over :math:`Bnm` entries, nothing of that size written; one host
+    synchronization per ``check_every`` iterations. Derivation: chapter 15.
 
     Parameters
     ----------
