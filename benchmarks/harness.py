@@ -442,6 +442,8 @@ def machine_line(info: dict[str, Any], repeats: int, rows: list[Row] | None = No
 
 
 def _num(v) -> str:
+    if isinstance(v, str):  # a size given as text, e.g. "8 (path)"
+        return v
     if isinstance(v, float) and not v.is_integer():
         return f"{v:g}"
     return f"{int(v):,}" if abs(v) >= 10_000 else str(int(v))

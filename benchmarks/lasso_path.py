@@ -199,5 +199,6 @@ def cases(quick: bool = False) -> list[Case]:
         out.append(Case(f"kfold_lasso (K={K})", {"n": n, "p": p, "L": N_LAMS},
                         partial(make_fold_data, n, p), regref_kfold,
                         {"scikit-learn `LassoCV`": sklearn_kfold}, tol=1e-5,
-                        score=kfold_score))
+                        score=kfold_score,
+                        peer_libs={"scikit-learn `LassoCV`": ["scikit-learn"]}))
     return out

@@ -250,5 +250,6 @@ def cases(quick: bool = False) -> list[Case]:
         setup = partial(make_problem, m, frac, rank, tol, fancy=dense and fancy is not None)
         out.append(Case("soft_impute", {"m = n": m, "observed": int(frac * m * m), "rank": rank},
                         setup, regref_solve, peers, tol=tol, score=score,
-                        repeats=1 if quick else 0))
+                        repeats=1 if quick else 0,
+                        peer_libs={FANCY: ["fancyimpute", "scikit-learn"]}))
     return out
