@@ -68,22 +68,12 @@ DENSE_MAX = 1000  # above, a full SVD per iteration takes minutes per solve on 2
 FANCY = "fancyimpute `SoftImpute`"
 
 
-def _fancyimpute_version() -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version("fancyimpute")
-    except metadata.PackageNotFoundError:
-        return None
-
-
 NOTE = ("lam = 0.7 x ||P_Omega(Y)||_2, noise 0.1. Every solver stops once its objective is "
         f"within {TOL:g} (relative) of the optimum, found beforehand (regref: duality gap; "
         "fancyimpute: its convergence threshold set, per problem, to the largest value that "
         "reaches that objective, found by replaying its iteration; the numpy loops: the "
         f"objective itself). Dense-SVD peers only up to m = {DENSE_MAX}. "
-        + (f"fancyimpute {_fancyimpute_version()}. " if _fancyimpute_version() else "")
-        + "Full-size cases are timed once (their warm-up run).")
+        "Full-size cases are timed once (their warm-up run).")
 
 
 @dataclass
