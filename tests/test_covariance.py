@@ -509,42 +509,38 @@ def test_warning_points_at_the_caller(rng):
         assert "max_iter=1" in str(conv[0].message)
 
 
-def test_kernel_is_copyable_and_matches_the_public_function(rng):
-    """The proximal Newton step runs from its own source with only torch, math and the
-    shared FISTA and soft thresholding; a plain loop of it from the diagonal reaches
-    graphical_lasso's answer."""
+def _prox_newton_kernel():
     from regref._core import fista, soft
 
     step = load_kernel(covariance._prox_newton_step, fista, soft)
-    S, _ = sample_cov(rng, 10, 30)
-    lam = 0.1
-    St = torch.as_tensor(S)[None]
-    Lam = lam * (1 - torch.eye(10, dtype=torch.float64))[None]
-    Theta = torch.diag_embed(1 / St.diagonal(dim1=-2, dim2=-1))
-    for _ in range(40):
-        Theta, value = step(St, Lam, Theta, max_inner=2000, inner_rtol=1e-6)
-    T_ref, info = covariance.graphical_lasso(S, lam, return_info=True)
-    gap = np_gap(S, Theta[0].numpy(), lam)
-    assert gap <= 1e-9  # proximal Newton with inexact steps, no polish
-    assert float(value[0]) == pytest.approx(np_objective(S, Theta[0].numpy(), lam), rel=1e-13)
-    assert np.linalg.norm(Theta[0] - T_ref) <= theta_bound(S, T_ref.numpy(), lam, gap + 1e-12)
+    return lambda S, Lam, T: step(S, Lam, T, max_inner=2000, inner_rtol=1e-6)
 
 
-def test_newton_cg_kernel_is_copyable_and_matches_the_public_function(rng):
-    """The Newton-CG step runs from its own source with only torch and math; a plain loop
-    of it from the diagonal reaches graphical_lasso's answer, and the objective it returns
-    is the numpy objective of the point it returns."""
+def _newton_cg_kernel():
     step = load_kernel(covariance._newton_cg_step)
+    return lambda S, Lam, T: step(S, Lam, T, cg_iter=200, cg_rtol=1e-10)
+
+
+@pytest.mark.parametrize("make_step, max_gap", [
+    (_prox_newton_kernel, 1e-9),  # proximal Newton with inexact steps, no polish
+    (_newton_cg_kernel, 1e-12 * 10),  # the default tol, reached by the bare loop
+], ids=["prox_newton", "newton_cg"])
+def test_kernel_is_copyable_and_matches_the_public_function(rng, make_step, max_gap):
+    """Each Newton kernel runs from its own source with only torch, math and the shared
+    kernels it names (FISTA and soft thresholding for the proximal Newton step); a plain
+    loop of it from the diagonal reaches graphical_lasso's answer, and the objective it
+    returns is the numpy objective of the point it returns."""
+    step = make_step()
     S, _ = sample_cov(rng, 10, 30)
     lam = 0.1
     St = torch.as_tensor(S)[None]
     Lam = lam * (1 - torch.eye(10, dtype=torch.float64))[None]
     Theta = torch.diag_embed(1 / St.diagonal(dim1=-2, dim2=-1))
     for _ in range(40):
-        Theta, value = step(St, Lam, Theta, cg_iter=200, cg_rtol=1e-10)
-    T_ref, info = covariance.graphical_lasso(S, lam, return_info=True)
+        Theta, value = step(St, Lam, Theta)
+    T_ref = covariance.graphical_lasso(S, lam)
     gap = np_gap(S, Theta[0].numpy(), lam)
-    assert gap <= 1e-12 * 10  # the default tol, reached by the bare loop
+    assert gap <= max_gap
     assert float(value[0]) == pytest.approx(np_objective(S, Theta[0].numpy(), lam), rel=1e-13)
     assert np.linalg.norm(Theta[0] - T_ref) <= theta_bound(S, T_ref.numpy(), lam, gap + 1e-12)
 
