@@ -532,16 +532,15 @@ def _enet_columns(C, yy, l1, l2, W, tol, max_iter, cache, col_norm2):
     return W, gaps, n_iter
 
 
-def _active_set_solve(H, C, A, S, l1, l2):
+def _solve_on_support(H, C, A, S, l1, l2):
     r"""Exact elastic nets on given supports and signs, one per column: with
     :math:`A` = ``A[:, b]`` and :math:`s` = ``S[:, b]``,
     :math:`(H_{AA} + \lambda_2 I)\,w_A = c_A - \lambda_1 s_A` and :math:`w = 0` off
     :math:`A`. ``C``, ``A``, ``S`` are (m, *batch) and ``H`` broadcasts to
     (*batch, m, m) (one matrix for all columns, or one per problem). Each column's support
     is gathered first and padded to the largest one, :math:`k` (padding: the identity), so
-    it costs one batched Cholesky, :math:`O(Bk^3)` for B columns. Entries whose sign
-    contradicts :math:`s` are set to zero (the prediction was wrong there), and a column
-    whose factorization fails comes back zero.
+    it costs one batched Cholesky, :math:`O(Bk^3)` for B columns. Returns the solutions and,
+    per column, whether its factorization succeeded.
     """
     C = C.expand_as(A)
     m, k = A.shape[0], int(A.sum(0).max())
@@ -557,7 +556,15 @@ def _active_set_solve(H, C, A, S, l1, l2):
     factor, info = torch.linalg.cholesky_ex(M)
     z = torch.cholesky_solve(rhs, factor)[..., 0].movedim(-1, 0)
     Z = torch.zeros_like(C).scatter_(0, idx, torch.where(valid.movedim(-1, 0), z, 0))
-    return torch.where(A & (info == 0) & (Z * S > 0), Z, 0)
+    return Z, info == 0
+
+
+def _active_set_solve(H, C, A, S, l1, l2):
+    r"""The exact solves of :func:`_solve_on_support`, as a Newton step's prediction:
+    entries whose sign contradicts :math:`s` are set to zero (the prediction was wrong
+    there), and a column whose factorization fails comes back zero."""
+    Z, ok = _solve_on_support(H, C, A, S, l1, l2)
+    return torch.where(A & ok & (Z * S > 0), Z, 0)
 
 
 def _newton(cache, C, yy, W, l1, l2, target, diag, steps):
@@ -676,27 +683,16 @@ def _full_gap(cache, C, yy, W, l1, l2):
 
 def _polish(H, C, W, l1, l2):
     r"""Exact solve on each column's support :math:`A` with its signs :math:`\sigma`:
-    :math:`(H_{AA} + \lambda_2 I) z_A = c_A - \lambda_1\sigma_A`, :math:`z = 0` off :math:`A`.
+    :math:`(H_{AA} + \lambda_2 I) z_A = c_A - \lambda_1\sigma_A`, :math:`z = 0` off :math:`A`
+    (:func:`_solve_on_support`).
 
     Once the support and signs are the optimal ones, the KKT conditions are linear and
     this *is* the solution, exact to rounding (a duality gap only bounds the coefficient
-    error by :math:`\sqrt{2\,\text{gap}/\mu}`). Columns are padded to the largest support
-    and solved by one batched Cholesky, :math:`O(B|A|^3)`; a column whose factorization
-    fails is returned unchanged.
+    error by :math:`\sqrt{2\,\text{gap}/\mu}`). A column whose factorization fails is
+    returned unchanged.
     """
-    A = W != 0
-    na = A.sum(0)
-    k = int(na.max())
-    idx = torch.argsort(A.to(torch.int8), dim=0, descending=True, stable=True)[:k]  # (k, B)
-    valid = torch.arange(k, device=W.device)[:, None] < na  # (k, B)
-    both = valid.T[:, :, None] & valid.T[:, None, :]
-    M = torch.where(both, H[idx.T[:, :, None], idx.T[:, None, :]], 0)
-    M = M + torch.diag_embed(torch.where(valid, l2, 1.0).T)
-    rhs = torch.where(valid, torch.gather(C, 0, idx) - l1 * torch.sign(torch.gather(W, 0, idx)), 0)
-    factor, info = torch.linalg.cholesky_ex(M)
-    z = torch.cholesky_solve(rhs.T[:, :, None], factor)[:, :, 0].T
-    Z = torch.zeros_like(W).scatter_(0, idx, torch.where(valid, z, 0))
-    return torch.where((info == 0) & torch.isfinite(Z).all(0), Z, W)
+    Z, ok = _solve_on_support(H, C, W != 0, torch.sign(W), l1, l2)
+    return torch.where(ok & torch.isfinite(Z).all(0), Z, W)
 
 
 def _path(X, y, lams, l1_ratio, tol, max_iter, batch_size):
