@@ -238,6 +238,21 @@ def randn(shape, generator, like: torch.Tensor) -> torch.Tensor:
     return z.to(dtype=like.dtype, device=like.device)
 
 
+def gram(X: torch.Tensor, blocks: int = 4) -> torch.Tensor:
+    r""":math:`X^\top X` from its upper block triangle, mirrored: 5/8 of the flops of one GEMM
+    for 4 blocks. torch has no symmetric rank-k update (BLAS ``syrk``, which numpy uses for
+    ``X.T @ X``); for :math:`XX^\top` pass ``X.mT``."""
+    p = X.shape[1]
+    edges = [p * i // blocks for i in range(blocks + 1)]
+    G = X.new_empty(p, p)
+    for i in range(blocks):
+        a, b = edges[i], edges[i + 1]
+        block = X[:, a:b].mT @ X[:, a:]
+        G[a:b, a:] = block
+        G[b:, a:b] = block[:, b - a:].mT
+    return G
+
+
 def soft(x: torch.Tensor, tau) -> torch.Tensor:
     """Soft thresholding ``sign(x) * max(|x| - tau, 0)`` without validation: the fast
     path for use inside iterations (``prox.soft_threshold`` is the validated one)."""

@@ -33,6 +33,7 @@ from ._core import (
     check_strength,
     check_symmetric,
     check_tol,
+    gram,
     warn_not_converged,
 )
 from ._spectral import _batched_matmul, _filters, _fits, _left_spectrum, _svd
@@ -266,22 +267,6 @@ def _check_targets(X, y):
     return X, y
 
 
-def _gram_lower(X, blocks: int = 4) -> torch.Tensor:
-    """The lower triangle of :math:`XX^\top` (zeros above the diagonal blocks), by block rows.
-
-    Block row ``i`` is ``X_i @ X[:end_i].T``: about :math:`(1 + 1/b)/2` of the flops of the
-    full product for ``b`` blocks. torch has no symmetric rank-k update (BLAS ``syrk``,
-    which numpy uses for ``X @ X.T``); for :func:`torch.linalg.eigh` the lower triangle is
-    all that is read.
-    """
-    n = X.shape[0]
-    G = X.new_zeros(n, n)
-    cuts = [n * i // blocks for i in range(blocks + 1)]
-    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
-        G[a:b, :b] = X[a:b] @ X[:b].mT
-    return G
-
-
 def _loo_kernel(X, Y, lams, coef: bool):
     r"""The part to copy: exact leave-one-out errors of ridge for every strength, and (with
     ``coef``) the solution at the strength with the smallest error, from one factorization.
@@ -305,8 +290,8 @@ def _loo_kernel(X, Y, lams, coef: bool):
     if n >= p:
         U, s, Vh, keep = _svd(X)
         s2 = s**2
-    else:  # eigh of X X^T, which reads only the lower triangle
-        s2, U = torch.linalg.eigh(_gram_lower(X))
+    else:  # eigh of X X^T
+        s2, U = torch.linalg.eigh(gram(X.mT))
         s2, U = s2.flip(0).clamp(min=0), U.flip(1)  # descending, like the SVD
         keep = s2 > p * torch.finfo(X.dtype).eps * s2[0]  # as in _svd
     UtY = U.mT @ Y  # (r, k)
