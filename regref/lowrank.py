@@ -328,12 +328,17 @@ def _norm_gram(rows, cols, shape):
     return norm
 
 
-def _norm_estimate(rows, cols, shape, generator):
-    """||R||_2 estimated from below by power iteration (large problems only)."""
+def _norm_estimate(rows, cols, shape, generator, dense=False):
+    """||R||_2 estimated from below by power iteration (large problems only); with ``dense``,
+    on the residual spread into an (m, n) matrix (GEMVs instead of gathers)."""
     m, n = shape
     def norm(r):
         v = torch.randn(n, generator=generator, dtype=torch.float64).to(r)
-        gram = lambda v: _matvec(cols, rows, r, _matvec(rows, cols, r, v, m), n)  # noqa: E731
+        if dense:
+            R = r.new_zeros(shape).index_put_((rows, cols), r)
+            gram = lambda v: R.mT @ (R @ v)  # noqa: E731
+        else:
+            gram = lambda v: _matvec(cols, rows, r, _matvec(rows, cols, r, v, m), n)  # noqa: E731
         theta, _ = power_iteration(gram, v, _POWER_STEPS)
         return math.sqrt(max(float(theta), 0.0))
     return norm
@@ -394,7 +399,8 @@ def _impute_path(Y, mask, lams, lam_name, tol, max_iter, rank, generator):
     lams = check_strength(lams, lam_name, y, ndims=(0,) if lam_name == "lam" else (1,))
     lams = lams.reshape(-1)
     m, n = shape
-    estimate = _norm_estimate(rows, cols, shape, generator)
+    dense_residual = m * n <= _DENSE_MAX and len(y) >= _DENSE_OBSERVED * m * n
+    estimate = _norm_estimate(rows, cols, shape, generator, dense_residual)
     if m * n <= _EXACT_MAX:
         norm = _norm_exact(rows, cols, shape)
     elif min(m, n) <= _GRAM_MAX:
@@ -402,7 +408,6 @@ def _impute_path(Y, mask, lams, lam_name, tol, max_iter, rank, generator):
     else:
         norm = estimate
     screen = estimate if _SCREEN_MIN < m * n and norm is not estimate else None
-    dense_residual = m * n <= _DENSE_MAX and len(y) >= _DENSE_OBSERVED * m * n
     U, s, V = y.new_zeros(m, 0), y.new_zeros(0), y.new_zeros(n, 0)
     out: list = [None] * len(lams)
     k, worst_iter, worst_gap = rank, 0, 0.0
