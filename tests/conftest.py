@@ -169,6 +169,25 @@ class DispatchCounter(torch.utils._python_dispatch.TorchDispatchMode):
         super().__init__()
         self.ops, self.allocations = [], []
 
+    def __enter__(self):  # Tensor.tolist reads memory without dispatching: count it here
+        tolist, ops = torch.Tensor.tolist, self.ops
+
+        def counted(t, *args, **kwargs):
+            ops.append("tolist")
+            return tolist(t, *args, **kwargs)
+
+        self._tolist, torch.Tensor.tolist = tolist, counted
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        torch.Tensor.tolist = self._tolist
+        return super().__exit__(*exc)
+
+    def host_reads(self) -> int:
+        """Reads of tensor values by the host (``item``, ``bool``, ``float``, ``tolist``):
+        each one waits for the device, so a loop with none can be captured as a CUDA graph."""
+        return sum(op in ("_local_scalar_dense", "tolist") for op in self.ops)
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         name = func.overloadpacket.__name__
@@ -183,7 +202,7 @@ class DispatchCounter(torch.utils._python_dispatch.TorchDispatchMode):
         """The ops that do work (not views, metadata or scalar reads)."""
         free = {"view", "_unsafe_view", "as_strided", "expand", "t", "transpose", "permute",
                 "unsqueeze", "squeeze", "select", "slice", "alias", "detach", "_to_copy_meta",
-                "lift_fresh", "_local_scalar_dense", "unbind", "split", "reshape"}
+                "lift_fresh", "_local_scalar_dense", "unbind", "split", "reshape", "tolist"}
         return [op for op in self.ops if op not in free]
 
     def allocated(self, at_least: int) -> list[tuple[str, int]]:

@@ -57,6 +57,16 @@ def test_dense_iteration_is_two_matvecs_and_allocates_no_plan():
     sizes = Counter(n for _, n in long.allocations)
     sizes.subtract(Counter(n for _, n in short.allocations))
     assert max(+sizes) <= B * max(N, M), +sizes  # per iteration: vectors only
+    # and no host read between two checks: a block of iterations can be one CUDA graph
+    assert long.host_reads() == short.host_reads() > 0
+
+
+def test_dense_checks_read_the_host_once_per_block():
+    a, b, C, eps = dense_problem()
+    g = torch.zeros_like(b)
+    one_block = counted(lambda: ot._sinkhorn_kernel(a, b, C, eps, g, 0.0, 10, 10))
+    four_blocks = counted(lambda: ot._sinkhorn_kernel(a, b, C, eps, g, 0.0, 40, 10))
+    assert four_blocks.host_reads() == 4 * one_block.host_reads() == 4
 
 
 def test_streamed_iteration_holds_at_most_one_chunk():
