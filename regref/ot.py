@@ -528,8 +528,9 @@ def sinkhorn_divergence(x, y, eps, a=None, b=None, *, tol=None, max_iter: int = 
     removes the entropic blur: :math:`S_\varepsilon \ge 0`, with equality iff the measures
     coincide (Feydy et al., 2019). Differentiable in ``x``, ``y``, ``a``, ``b``.
     The two symmetric terms use the symmetric fixed point :math:`f = g` with averaged
-    updates :math:`u \leftarrow \tfrac12(u + \log a - \mathrm{LSE}_j(u_j - C_{ij}/\varepsilon))`,
-    which converge in a few iterations where alternating updates can stall. Cost: three
+    updates :math:`u \leftarrow \tfrac12(u + \log a - \mathrm{LSE}_j(u_j - C_{ij}/\varepsilon))`
+    (run in scaling form, like the cross term), which converge in a few iterations where
+    alternating updates can stall. Cost: three
     Sinkhorn solves on :math:`nm`, :math:`n^2` and :math:`m^2` costs. Derivation: chapter 15.
 
     Parameters
@@ -586,19 +587,47 @@ def sinkhorn_divergence(x, y, eps, a=None, b=None, *, tol=None, max_iter: int = 
 
 def _symmetric_cost(a, C, eps, tol, max_iter, check_every):
     r""":math:`\mathrm{OT}_\varepsilon(a, a)` for a symmetric cost, from the symmetric
-    potential, and its :class:`Info` (certificate: the relative row error of the plan)."""
+    potential, and its :class:`Info` (certificate: the relative row error of the plan).
+
+    The averaged update :math:`u \leftarrow \tfrac12(u + \log a - \mathrm{LSE}_j(u_j -
+    C_{ij}/\varepsilon))` in scaling form, as in :func:`_sinkhorn_kernel`: with
+    :math:`K = e^{u_0 + u_0^\top - C/\varepsilon}` at an absorbed :math:`u_0` and
+    :math:`s = e^{u - u_0}`, it is :math:`s \leftarrow \sqrt{s \odot a / (Ks)}`, one
+    matrix-vector product per iteration instead of :math:`n^2` exponentials; absorption
+    when :math:`s` leaves :math:`[\tau, 1/\tau]`, the log domain where :math:`Ks`
+    underflows.
+    """
     with torch.no_grad():
-        neg_C, log_a, mass = C / -eps, torch.log(a), a.sum()
-        u, n_iter = torch.zeros_like(a), 0
+        neg_C, log_a, mass, tiny = C / -eps, torch.log(a), a.sum(), torch.finfo(C.dtype).tiny
+        a0, live = (a == 0).to(a.dtype), a > 0  # K s + 1 = 1 at a zero weight
+        u, n_iter, absorb = torch.zeros_like(a), 0, True  # K's diagonal is 1 at u = 0
         while True:
-            steps = min(check_every, max_iter - n_iter)
+            if absorb:
+                K = torch.threshold_((u[:, None] + u[None, :]).add_(neg_C).exp_(), tiny, 0.0)
+                s = torch.ones_like(a)
+                Ks = K.sum(1) + a0
+            steps, s0 = min(check_every, max_iter - n_iter), s
             for _ in range(steps):
-                u = (u + log_a - torch.logsumexp(neg_C + u[None, :], dim=1)) / 2
+                s = torch.sqrt(s * a / Ks)
+                Ks = torch.addmv(a0, K, s)
             n_iter += steps
-            row_lse = torch.logsumexp(neg_C + u[None, :], dim=1)
-            err = (torch.exp(u + row_lse) - a).abs().sum() / mass
-            if bool(err <= tol) or n_iter >= max_iter:
+            err = (s * Ks - a).abs().sum() / mass
+            log_s = torch.log(s)
+            broken, far, done = torch.stack([(~log_s.isfinite() & live).any(),
+                                             ((log_s.abs() > -math.log(tiny) / 4) & live).any(),
+                                             err <= tol]).tolist()
+            if broken:  # K s underflowed: redo the block in the log domain
+                u = u + torch.log(s0)
+                for _ in range(steps):
+                    u = (u + log_a - torch.logsumexp(neg_C + u[None, :], dim=1)) / 2
+                err = (torch.exp(u + torch.logsumexp(neg_C + u[None, :], dim=1)) - a).abs(
+                    ).sum() / mass
+                done, far = bool(err <= tol), False
+            elif far or done or n_iter >= max_iter:
+                u = u + log_s
+            if (done and not far) or n_iter >= max_iter:
                 break
+            absorb = broken or far
     info = _finish("sinkhorn_divergence (symmetric term)", err, n_iter, tol, max_iter)
     f = eps * u
     return _dual_value(a[None], a[None], C[None], f[None], f[None], eps)[0], info

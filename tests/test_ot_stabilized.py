@@ -170,3 +170,40 @@ def test_kernel_pastes_with_its_helper_and_falls_back():
     f_ref, g_ref, n_ref, err_ref = ot._sinkhorn_kernel(a, b, C, eps, torch.zeros_like(b),
                                                        1e-9, 100_000, 10)
     assert n_iter == n_ref and torch.equal(f, f_ref) and torch.equal(g, g_ref)
+
+
+def _symmetric_log_domain(a, C, eps, tol, check_every=10):
+    """The symmetric averaged update in the log domain (the reference for the scaling form)."""
+    neg_C, log_a, u, n_iter = C / -eps, torch.log(a), torch.zeros_like(a), 0
+    while True:
+        for _ in range(check_every):
+            u = (u + log_a - torch.logsumexp(neg_C + u[None, :], dim=1)) / 2
+        n_iter += check_every
+        err = (torch.exp(u + torch.logsumexp(neg_C + u[None, :], dim=1)) - a).abs().sum()
+        if float(err / a.sum()) <= tol:
+            return u, n_iter
+
+
+@pytest.mark.parametrize("case", ["uniform", "spread weights", "zero weights"])
+def test_symmetric_term_in_scaling_form_matches_the_log_domain(case):
+    """The divergence's self terms run the averaged update as scalings (absorbing, and
+    falling back to the log domain where K s underflows): the same iterates as the log
+    domain, so the same iteration count and the same value to rounding. With weights down
+    to 1e-250 the potentials reach -eps * 300 and K's rows underflow, which must not break
+    the solve; zero weights have no potential at all."""
+    rng = np.random.default_rng(7)
+    x = torch.as_tensor(np.concatenate([rng.standard_normal((12, 2)),
+                                        rng.standard_normal((8, 2)) + 4]))
+    a = torch.full((20,), 1 / 20, dtype=F64)
+    if case == "spread weights":
+        a = torch.as_tensor(10.0 ** -rng.uniform(0, 250, 20))
+    if case == "zero weights":
+        a[[3, 15]] = 0.0
+    a = a / a.sum()
+    C, eps = ot._sq_dist(x, x), 0.05
+    value, info = ot._symmetric_cost(a, C, eps, 1e-12, 100_000, 10)
+    u, n_iter = _symmetric_log_domain(a, C, eps, 1e-12)
+    assert info.converged and info.n_iter == n_iter
+    f = eps * u
+    expected = ot._dual_value(a[None], a[None], C[None], f[None], f[None], eps)[0]
+    assert float(abs(value - expected)) <= 1e-12 * max(1.0, float(abs(expected)))
