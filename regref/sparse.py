@@ -295,24 +295,24 @@ def _lipschitz(H: torch.Tensor, v: torch.Tensor | None = None):
 
 
 def _gram_gap_from(HW, C, yy, W, l1, l2):
-    """Primal-dual gap of the problem restricted to the features of ``H``, in Gram form.
+    """Primal-dual gap of the problem restricted to the features of ``H``, in Gram form,
+    and the smooth part's minus gradient ``G = C - HW - l2 W``.
 
     ``HW = H W`` with ``H = X_S^T X_S / n``, ``C = X_S^T Y / n``, ``yy = ||y||^2 / 2n`` per
-    column. Uses ``||r||^2/2n = yy - c^T w + w^T H w / 2`` and
-    ``||y - a r||^2/2n = (1-a)^2 yy + a(1-a) c^T w + a^2 w^T H w / 2``; the sums are
-    accumulated in float64, so float32 solves can certify gaps near their rounding level.
+    column. With ``rr = ||r||^2/2n = yy - c^T w + w^T H w / 2``, the dual scaling
+    ``a = l1 / max(l1, ||G||_inf)`` and ``y^T r / n = 2 yy - c^T w``, the gap of
+    :func:`duality_gap` is ``(1 + a^2)(rr + l2 ||w||^2/2) + l1 ||w||_1 - a (2 yy - c^T w)``;
+    the sums are accumulated in float64, so float32 solves can certify gaps near their
+    rounding level. Returns ``(gap, G)``.
     """
-    if HW.dtype != torch.float64:
+    dtype = HW.dtype
+    if dtype != torch.float64:
         HW, C, W, yy, l1, l2 = (t.to(torch.float64) for t in (HW, C, W, yy, l1, l2))
+    G = C - HW - l2 * W
+    a = l1 / torch.maximum(l1, G.abs().amax(dim=0)).clamp(min=torch.finfo(torch.float64).tiny)
     cw = (C * W).sum(0)
-    q = (W * HW).sum(0)
-    ww = (W * W).sum(0)
-    s = torch.maximum(l1, (C - HW - l2 * W).abs().amax(dim=0)).clamp(
-        min=torch.finfo(torch.float64).tiny)
-    a = l1 / s
-    primal = yy - cw + q / 2 + l1 * W.abs().sum(0) + l2 / 2 * ww
-    dual = yy - ((1 - a) ** 2 * yy + a * (1 - a) * cw + a * a * q / 2) - a * a * l2 / 2 * ww
-    return primal - dual
+    rr = yy - cw + (W * (HW + l2 * W)).sum(0) / 2  # plus l2 ||w||^2 / 2
+    return (1 + a * a) * rr + l1 * W.abs().sum(0) - a * (2 * yy - cw), G.to(dtype)
 
 
 def _inner_solve(H, C, yy, W, l1, l2, target, max_iter, lip):
@@ -328,7 +328,7 @@ def _inner_solve(H, C, yy, W, l1, l2, target, max_iter, lip):
         return soft(V, step * l1)
 
     def gap(V):
-        return _gram_gap_from(H @ V, C, yy, V, l1, l2)
+        return _gram_gap_from(H @ V, C, yy, V, l1, l2)[0]
 
     W, _, n_iter = fista(gradient, prox, gap, W, 1 / (lip + l2), target, max_iter,
                          _CHECK_EVERY, _STALL)
@@ -526,25 +526,29 @@ def _solve_on_support(H, C, A, S, l1, l2):
     :math:`(H_{AA} + \lambda_2 I)\,w_A = c_A - \lambda_1 s_A` and :math:`w = 0` off
     :math:`A`. ``C``, ``A``, ``S`` are (m, *batch) and ``H`` broadcasts to
     (*batch, m, m) (one matrix for all columns, or one per problem). Each column's support
-    is gathered first and padded to the largest one, :math:`k` (padding: the identity), so
-    it costs one batched Cholesky, :math:`O(Bk^3)` for B columns. Returns the solutions and,
-    per column, whether its factorization succeeded.
+    is listed first and padded to the largest one, :math:`k`; padding slot :math:`t`
+    points at row :math:`m + t` of :math:`\operatorname{diag}(H, I_k)`, so one gather
+    builds every padded system (the identity on the padding) and it costs one batched
+    Cholesky, :math:`O(Bk^3)` for B columns. Returns the solutions and, per column,
+    whether its factorization succeeded.
     """
-    C = C.expand_as(A)
     m, k = A.shape[0], int(A.sum(0).max())
     idx = torch.argsort(A.to(torch.int8), dim=0, descending=True, stable=True)[:k]
-    valid = torch.gather(A, 0, idx).movedim(0, -1)  # (*batch, k): the support, then padding
-    ib = idx.movedim(0, -1)
-    Hb = H.expand(ib.shape[:-1] + (m, m))
-    Hk = torch.gather(torch.gather(Hb, -2, ib[..., :, None].expand(ib.shape + (m,))), -1,
-                      ib[..., None, :].expand(ib.shape + (k,)))
-    M = torch.where(valid[..., :, None] & valid[..., None, :], Hk, 0) \
-        + torch.diag_embed(torch.where(valid, l2[..., None], 1.0))
-    rhs = torch.where(valid, torch.gather(C - l1 * S, 0, idx).movedim(0, -1), 0)[..., None]
+    pad = m + torch.arange(k, device=A.device).reshape((k,) + (1,) * (A.ndim - 1))
+    idx = torch.where(torch.gather(A, 0, idx), idx, pad)  # (k, *batch)
+    Hp = H.new_zeros(H.shape[:-2] + (m + k, m + k))
+    Hp[..., :m, :m] = H
+    Hp[..., m:, m:].diagonal(dim1=-2, dim2=-1).fill_(1)
+    Hp = Hp.reshape(-1, m + k, m + k)  # one matrix per problem, selected by `which`
+    ib = idx.movedim(0, -1)  # (*batch, k)
+    which = torch.arange(len(Hp), device=H.device).reshape(H.shape[:-2]).expand(ib.shape[:-1])
+    M = Hp[which[..., None, None], ib[..., :, None], ib[..., None, :]]
+    M.diagonal(dim1=-2, dim2=-1).add_(torch.where(ib < m, l2[..., None], 0))
+    rhs = torch.cat([C - l1 * S, C.new_zeros((k,) + A.shape[1:])])
     factor, info = torch.linalg.cholesky_ex(M)
-    z = torch.cholesky_solve(rhs, factor)[..., 0].movedim(-1, 0)
-    Z = torch.zeros_like(C).scatter_(0, idx, torch.where(valid.movedim(-1, 0), z, 0))
-    return Z, info == 0
+    z = torch.cholesky_solve(torch.gather(rhs, 0, idx).movedim(0, -1)[..., None], factor)
+    Z = torch.zeros_like(rhs).scatter_(0, idx, z[..., 0].movedim(-1, 0))
+    return Z[:m], info == 0
 
 
 def _active_set_solve(H, C, A, S, l1, l2):
@@ -631,13 +635,13 @@ def _fold_paths(X, y, lams, folds, tol, max_iter: int = _NEWTON_STEPS * 4):
         target = tol * yy.clamp(min=torch.finfo(X.dtype).tiny)
         for step in range(max_iter + 1):
             HW = gram_apply(W)
-            gap = _gram_gap_from(HW, C, yy, W, l1, l2)
+            gap, G = _gram_gap_from(HW, C, yy, W, l1, l2)
             better = gap < best_gap
             best, best_gap = torch.where(better, W, best), torch.where(better, gap, best_gap)
             todo = best_gap > target
             if step == max_iter or not bool(todo.any()):
                 break
-            U = W + (C - HW) / diag
+            U = W + G / diag
             A = (U.abs() > l1 / diag) & todo
             Si = A.flatten(1).any(1).nonzero().squeeze(1)
             W = torch.zeros_like(W)
@@ -666,7 +670,7 @@ def _full_gap(cache, C, yy, W, l1, l2):
     :math:`X^\top(y - Xw)/n - \lambda_2 w`, from :math:`HW` on the support (two GEMMs with
     :math:`X`, or one with the rows of :math:`H` in Gram mode)."""
     HW = cache.apply(W)
-    return _gram_gap_from(HW, C, yy, W, l1, l2), C - HW - l2 * W
+    return _gram_gap_from(HW, C, yy, W, l1, l2)
 
 
 def _polish(H, C, W, l1, l2):

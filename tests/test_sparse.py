@@ -326,7 +326,7 @@ def test_gram_form_gap_equals_the_direct_gap(seed, frac, rho, shift):
     H, C = Xt.mT @ Xt / n, Xt.mT @ Yt / n
     yy = (Yt * Yt).sum(0) / (2 * n)
     lam_t = torch.tensor(lam, dtype=torch.float64)
-    gram = sparse._gram_gap_from(H @ Wt, C, yy, Wt, lam_t * rho, lam_t * (1 - rho))
+    gram = sparse._gram_gap_from(H @ Wt, C, yy, Wt, lam_t * rho, lam_t * (1 - rho))[0]
     direct = gap_np(X, y, W, lam, rho)
     scale = f64(yy) + np.abs((f64(C) * W).sum(0)) + (W * (f64(H) @ W)).sum(0) / 2
     np.testing.assert_array_less(np.abs(f64(gram) - direct), 50 * eps(torch.float64) * scale)
