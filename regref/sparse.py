@@ -420,6 +420,8 @@ class _GramCache:
 
     def apply(self, W: torch.Tensor) -> torch.Tensor:
         """:math:`HW` for a (p, B) ``W``, on its support :math:`A` only."""
+        if self.columns and self.m == self.p:  # all of H, in feature order
+            return self.buf @ W
         supp = (W != 0).any(1).nonzero().squeeze(1)
         if self.columns:
             self._add(supp, None)
@@ -478,8 +480,10 @@ def _enet_columns(C, yy, l1, l2, W, tol, max_iter, cache, col_norm2):
     polish = tol <= _POLISH_TOL
     n_iter = 0
     if cache.columns:  # Gram mode: exact solves on predicted supports first
-        W, n_iter = _newton(cache, C, yy, W, l1, l2, target, col_norm2,
-                            min(_NEWTON_STEPS, max_iter))
+        W, n_iter, gaps = _newton(cache, C, yy, W, l1, l2, target, col_norm2,
+                                  min(_NEWTON_STEPS, max_iter))
+        if not polish and bool((gaps <= target).all()):  # all certified: nothing left
+            return W, gaps, n_iter
     sign = torch.sign(W)
     while True:
         W_live, l1_live, l2_live = W[:, live], l1[live], l2[live]
@@ -570,7 +574,7 @@ def _newton(cache, C, yy, W, l1, l2, target, diag, steps):
     solution to rounding. Fast (a few steps from a warm start) but not globally
     convergent, so each column keeps its point of smallest duality gap, and the
     working-set loop of :func:`_enet_columns` finishes any column not certified here.
-    Returns ``(W, steps)``.
+    Returns ``(W, steps, gaps)``.
     """
     best, best_gap = W, torch.full_like(yy, torch.inf, dtype=torch.float64)
     d = diag[:, None] + l2
@@ -580,7 +584,7 @@ def _newton(cache, C, yy, W, l1, l2, target, diag, steps):
         best, best_gap = torch.where(better, W, best), torch.where(better, gap, best_gap)
         todo = best_gap > target
         if step == steps or not bool(todo.any()):
-            return best, step
+            return best, step, best_gap
         U = W + G / d
         A = (U.abs() > l1 / d) & todo
         Si = A.any(1).nonzero().squeeze(1)
@@ -588,7 +592,7 @@ def _newton(cache, C, yy, W, l1, l2, target, diag, steps):
         rank = -(U.abs() * d / l1).amax(1)  # likeliest to be active next: computed with Si
         W[Si] = _active_set_solve(cache.gram(Si, rank), C[Si], A[Si], torch.sign(U[Si]), l1,
                                   l2)
-    return best, steps
+    return best, steps, best_gap
 
 
 def _fold_paths(X, y, lams, folds, tol, max_iter: int = _NEWTON_STEPS * 4):
@@ -619,7 +623,7 @@ def _fold_paths(X, y, lams, folds, tol, max_iter: int = _NEWTON_STEPS * 4):
     diag = H.diagonal(dim1=1, dim2=2).mT[:, :, None]  # (p, K, 1)
 
     def gram_apply(W):  # H_{-f} W per fold, W of shape (p, K, b)
-        return (H @ W.movedim(0, 1)).movedim(1, 0)
+        return (H @ W.movedim(0, 1).contiguous()).movedim(1, 0)
 
     order = torch.argsort(lams, descending=True)
     out = X.new_zeros(labels, len(lams), p)
@@ -645,7 +649,8 @@ def _fold_paths(X, y, lams, folds, tol, max_iter: int = _NEWTON_STEPS * 4):
             A = (U.abs() > l1 / diag) & todo
             Si = A.flatten(1).any(1).nonzero().squeeze(1)
             W = torch.zeros_like(W)
-            W[Si] = _active_set_solve(H[:, Si][:, :, Si][:, None], C[Si], A[Si],
+            HSS = H.index_select(1, Si).index_select(2, Si)[:, None]
+            W[Si] = _active_set_solve(HSS, C[Si], A[Si],
                                       torch.sign(U[Si]), l1, l2)
         W = best
         out[:, chunk] = W.permute(1, 2, 0)
