@@ -374,7 +374,7 @@ class _GramCache:
             self._complete()
             return
         if self.columns and rank is not None:  # complete the block with the next-ranked
-            width = min(p // 2 - m, max(len(new), 16, m // 2))
+            width = min(p // 2 - m, max(len(new), 16, m // 4))
             if width > len(new):
                 free = torch.where(self.pos < 0, rank, torch.inf)
                 free[new] = -torch.inf
@@ -563,6 +563,26 @@ def _active_set_solve(H, C, A, S, l1, l2):
     return torch.where(A & ok & (Z * S > 0), Z, 0)
 
 
+def _predict_support(W, G, d, l1, todo):
+    r"""A semismooth Newton step's prediction of the support (:func:`_newton`): from
+    :math:`u = w + g/d`, the features with :math:`|u| > \lambda_1/d` (``score`` =
+    :math:`|u|d/\lambda_1 > 1`) in the columns still ``todo``, signs :math:`\operatorname{sign}
+    (u)`. At most :math:`\operatorname{nnz}(w) + 10` features enter a column in one step,
+    those of largest score: from a warm start at a larger strength many features violate
+    their constraint at first, and most of those leave again (each costs a row of
+    :math:`H` and a larger system). ``W``, ``G``, ``d`` are (p, *batch). Returns
+    ``(U, A, score)``.
+    """
+    U = W + G / d
+    score = U.abs() * d / l1
+    A = (score > 1) & todo
+    enter = torch.where(A & (W == 0), score, 0)
+    cap = (W != 0).sum(0, keepdim=True) + 10
+    top = torch.topk(enter, min(int(cap.max()), len(enter)), dim=0).values
+    return U, A & ((W != 0) | (enter >= top.gather(0, (cap - 1).clamp(max=len(top) - 1)))), \
+        score
+
+
 def _newton(cache, C, yy, W, l1, l2, target, diag, steps):
     r"""Semismooth Newton steps (a primal-dual active set method) on the batch, in Gram mode.
 
@@ -585,11 +605,10 @@ def _newton(cache, C, yy, W, l1, l2, target, diag, steps):
         todo = best_gap > target
         if step == steps or not bool(todo.any()):
             return best, step, best_gap
-        U = W + G / d
-        A = (U.abs() > l1 / d) & todo
+        U, A, score = _predict_support(W, G, d, l1, todo)
         Si = A.any(1).nonzero().squeeze(1)
         W = torch.zeros_like(W)
-        rank = -(U.abs() * d / l1).amax(1)  # likeliest to be active next: computed with Si
+        rank = -score.amax(1)  # likeliest to be active next: computed with Si
         W[Si] = _active_set_solve(cache.gram(Si, rank), C[Si], A[Si], torch.sign(U[Si]), l1,
                                   l2)
     return best, steps, best_gap
@@ -645,8 +664,7 @@ def _fold_paths(X, y, lams, folds, tol, max_iter: int = _NEWTON_STEPS * 4):
             todo = best_gap > target
             if step == max_iter or not bool(todo.any()):
                 break
-            U = W + G / diag
-            A = (U.abs() > l1 / diag) & todo
+            U, A, _ = _predict_support(W, G, diag, l1, todo)
             Si = A.flatten(1).any(1).nonzero().squeeze(1)
             W = torch.zeros_like(W)
             HSS = H.index_select(1, Si).index_select(2, Si)[:, None]

@@ -352,6 +352,46 @@ def test_active_set_solve_is_the_kkt_solution_on_its_support(rng):
     torch.testing.assert_close(wb[:, 1], w, rtol=1e-12, atol=1e-14)
 
 
+def test_predicted_support_admits_at_most_nnz_plus_10_new_features(rng):
+    # Newton's support prediction: current features are kept where their score exceeds 1;
+    # of the features
+    # entering a column, only the nnz + 10 of largest score |u| d / lam (those above 1);
+    # a column not todo predicts nothing.
+    p, B = 60, 3
+    W = torch.zeros(p, B, dtype=torch.float64)
+    W[:5, 1] = 1.0  # column 1: 5 nonzeros, so up to 15 new features
+    G = torch.as_tensor(rng.standard_normal((p, B)))
+    d, l1 = torch.ones(p, 1, dtype=torch.float64), torch.full((B,), 0.01, dtype=torch.float64)
+    todo = torch.tensor([True, True, False])
+    U, A, score = sparse._predict_support(W, G, d, l1, todo)
+    torch.testing.assert_close(U, W + G)
+    assert int(A[:, 0].sum()) == 10 and int(A[5:, 1].sum()) == 15 and not A[:, 2].any()
+    assert torch.equal(A[:5, 1], score[:5, 1] > 1)  # current features: no cap
+    for b, old in ((0, 0), (1, 5)):
+        entering = score[old:, b]
+        kept = A[old:, b]
+        assert entering[kept].min() >= entering[~kept & (entering > 1)].max()
+
+
+def test_tall_path_certified_by_newton_alone(rng):
+    # A loose tol (no final polish): when the Newton steps certify every column, the path
+    # returns their points and their gaps; the certificate must still be the relative
+    # duality gap of the returned coefficients (recomputed here from X, not from H), and
+    # the objectives scikit-learn's at that precision.
+    X, y = problem(rng, 400, 60, 0.5)
+    lams = torch.tensor(np.geomspace(1, 1e-2, 30), dtype=torch.float64) * lam_max_np(X, y)
+    W, info = sparse.lasso_path(X, y, lams, tol=1e-6, return_info=True)
+    gaps = torch.stack([sparse.duality_gap(X, y, w, lam) for w, lam in zip(W, lams,
+                                                                          strict=True)])
+    rel = float(gaps.max()) / P0_np(y)
+    assert info.converged and rel <= 1e-6
+    assert abs(rel - info.certificate) <= 1e-12
+    for lam, row in zip(f64(lams)[::5], W[::5], strict=True):
+        ref = sk_enet(X, y, lam)
+        p_reg, p_ref = primal_np(X, y, f64(row), lam), primal_np(X, y, ref, lam)
+        assert abs(p_reg - p_ref) <= 2e-6 * P0_np(y)
+
+
 # --- 2. group lasso vs cvxpy ------------------------------------------------------------
 
 
