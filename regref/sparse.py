@@ -54,6 +54,7 @@ __all__ = [
 _CHECK_EVERY = 10  # inner iterations between two (cheap, Gram-mode) restricted gap checks
 _POLISH_TOL = 1e-8  # tolerances this tight end with an exact solve on the support
 _NEWTON_STEPS = 10  # active-set Newton steps tried first in Gram mode
+_NEWTON_BATCH = 2**24  # Gram mode solves all strengths at once while L * k * p^2 is below it
 _STALL = 30  # checks without a 1% better gap after which a column is considered stalled
 
 
@@ -354,8 +355,9 @@ class _GramCache:
 
     def __init__(self, X: torch.Tensor, columns: bool):
         self.columns, self.n, self.p = columns, X.shape[0], X.shape[1]
-        # features as rows, so that gathering features is contiguous
-        self.X, self.XT = X, X.mT.contiguous()
+        # block layout: features as rows, so that gathering features is contiguous (the
+        # columns layout gathers a few columns of X per block instead of copying all of X)
+        self.X, self.XT = X, None if columns else X.mT.contiguous()
         self.m, self.v = 0, None
         self.pos = torch.full((self.p,), -1, dtype=torch.long, device=X.device)
         self.K = torch.empty(0, dtype=torch.long, device=X.device)
@@ -363,7 +365,7 @@ class _GramCache:
 
     def col_norm2(self) -> torch.Tensor:
         r""":math:`\|x_j\|^2/n` for every feature (the diagonal of :math:`H`)."""
-        return torch.linalg.vector_norm(self.XT, dim=1) ** 2 / self.n
+        return (self.X * self.X).sum(0) / self.n
 
     def _add(self, Si: torch.Tensor, rank: torch.Tensor | None) -> None:
         new = Si[self.pos[Si] < 0]
@@ -388,7 +390,7 @@ class _GramCache:
             self.buf = buf
         self.K = torch.cat([self.K, new])
         if self.columns:  # rows H[N, :], one pass over X
-            self.buf[m:m + len(new)] = self.XT[new] @ self.X / n
+            self.buf[m:m + len(new)] = self.X.mT.index_select(0, new) @ self.X / n
         else:
             XN = self.XT[new]
             block = self.XT[self.K] @ XN.mT / n  # (m + |N|, |N|)
@@ -591,26 +593,31 @@ def _newton(cache, C, yy, W, l1, l2, target, diag, steps):
     \lambda_2`. Each step predicts the support :math:`A = \{|w + g/d| > \lambda_1/d\}`
     and its signs from the current point and solves the KKT conditions on them exactly
     (:func:`_active_set_solve`); once the prediction is right, the step lands on the
-    solution to rounding. Fast (a few steps from a warm start) but not globally
-    convergent, so each column keeps its point of smallest duality gap, and the
+    solution to rounding. Certified columns leave the batch. Fast (a few steps from a warm
+    start) but not globally convergent, so each column keeps its point of smallest
+    duality gap, and the
     working-set loop of :func:`_enet_columns` finishes any column not certified here.
     Returns ``(W, steps, gaps)``.
     """
-    best, best_gap = W, torch.full_like(yy, torch.inf, dtype=torch.float64)
+    best, best_gap = W.clone(), torch.full_like(yy, torch.inf, dtype=torch.float64)
     d = diag[:, None] + l2
+    cols = torch.arange(W.shape[1], device=W.device)  # the columns not yet certified
     for step in range(steps + 1):
-        gap, G = _full_gap(cache, C, yy, W, l1, l2)
-        better = gap < best_gap
-        best, best_gap = torch.where(better, W, best), torch.where(better, gap, best_gap)
-        todo = best_gap > target
+        gap, G = _full_gap(cache, C[:, cols], yy[cols], W, l1[cols], l2[cols])
+        better = gap < best_gap[cols]
+        best[:, cols] = torch.where(better, W, best[:, cols])
+        best_gap[cols] = torch.where(better, gap, best_gap[cols])
+        todo = best_gap[cols] > target[cols]
         if step == steps or not bool(todo.any()):
             return best, step, best_gap
-        U, A, score = _predict_support(W, G, d, l1, todo)
+        if not bool(todo.all()):  # certified columns leave the batch
+            cols, W, G = cols[todo], W[:, todo], G[:, todo]
+        U, A, score = _predict_support(W, G, d[:, cols], l1[cols], True)
         Si = A.any(1).nonzero().squeeze(1)
         W = torch.zeros_like(W)
         rank = -score.amax(1)  # likeliest to be active next: computed with Si
-        W[Si] = _active_set_solve(cache.gram(Si, rank), C[Si], A[Si], torch.sign(U[Si]), l1,
-                                  l2)
+        W[Si] = _active_set_solve(cache.gram(Si, rank), C[Si][:, cols], A[Si],
+                                  torch.sign(U[Si]), l1[cols], l2[cols])
     return best, steps, best_gap
 
 
@@ -726,8 +733,9 @@ def _path(X, y, lams, l1_ratio, tol, max_iter, batch_size):
     cache = _GramCache(X, gram_mode)
     col_norm2 = cache.col_norm2()
     order = torch.argsort(lams, descending=True)  # solve from the sparsest end
-    if batch_size is None:  # wide batches on a GPU or in Gram mode; warm starts pay on a CPU
-        batch_size = L if X.is_cuda else 10
+    if batch_size is None:  # see lasso_path: all on a GPU; on a CPU, all while the padded
+        # Newton systems (at most batch * k of size p x p) stay small, else 10 for warm starts
+        batch_size = L if X.is_cuda or (gram_mode and k * p * p * L <= _NEWTON_BATCH) else 10
     W_prev = torch.zeros(p, k, dtype=X.dtype, device=X.device)
     worst, n_iter = 0.0, 0
     for start in range(0, L, batch_size):
@@ -813,8 +821,10 @@ def lasso_path(X, y, lams, *, tol=None, max_iter: int = 100_000, batch_size: int
         stalling on rounding errors first, warns :class:`regref.ConvergenceWarning` (the
         message says which).
     batch_size : int, optional
-        Strengths solved together. Default: all of them on a GPU, else 10 (on a CPU, warm
-        starts between batches are worth more than wider products).
+        Strengths solved together. Default: all of them on a GPU, and on a CPU in Gram
+        mode (:math:`p \le n`) while :math:`Lkp^2 \le 2^{24}` (the Newton steps then cost a
+        few batched operations for the whole path, instead of a few per batch); else 10
+        (warm starts between batches are then worth more than wider products).
     return_info : bool
         Also return :class:`regref.Info`: ``certificate`` is the largest relative duality
         gap (gap over :math:`\|y\|^2/2n`) of the returned coefficients over the path and
