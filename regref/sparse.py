@@ -55,6 +55,7 @@ _CHECK_EVERY = 10  # inner iterations between two (cheap, Gram-mode) restricted 
 _POLISH_TOL = 1e-8  # tolerances this tight end with an exact solve on the support
 _NEWTON_STEPS = 10  # active-set Newton steps tried first in Gram mode
 _NEWTON_BATCH = 2**24  # Gram mode solves all strengths at once while L * k * p^2 is below it
+_SMALL_GRAM = 2**24  # n p^2 below which the Gram cache starts with all of H
 _STALL = 30  # checks without a 1% better gap after which a column is considered stalled
 
 
@@ -346,7 +347,8 @@ class _GramCache:
       :math:`X` (:math:`2np|N|` flops), so blocks grow geometrically, completed by the
       features ranked next (``rank``, smaller first): a path whose working sets end with
       :math:`|K|` features costs about :math:`2np|K|` flops, below the :math:`np^2` of the
-      whole Gram matrix while :math:`|K| < p/2`, and a few passes over :math:`X`.
+      whole Gram matrix while :math:`|K| < p/2`, and a few passes over :math:`X`. Small
+      problems (:math:`np^2 \le 2^{24}`) start with all of :math:`H` (one product).
     - **Block** (``columns=False``, for :math:`p > n`): only :math:`H_{KK}`, from
       :math:`X^\top` (``XT``, contiguous, features as rows); adding features :math:`N`
       costs :math:`2n|N|(|K|+|N|)`, and the full gradient two products with :math:`X` on
@@ -362,9 +364,13 @@ class _GramCache:
         self.pos = torch.full((self.p,), -1, dtype=torch.long, device=X.device)
         self.K = torch.empty(0, dtype=torch.long, device=X.device)
         self.buf = X.new_zeros(0, self.p if columns else 0)
+        if columns and self.n * self.p**2 <= _SMALL_GRAM:  # cheaper than a few lazy blocks
+            self._complete()
 
     def col_norm2(self) -> torch.Tensor:
         r""":math:`\|x_j\|^2/n` for every feature (the diagonal of :math:`H`)."""
+        if self.m == self.p and self.columns:
+            return self.buf.diagonal().clone()
         return (self.X * self.X).sum(0) / self.n
 
     def _add(self, Si: torch.Tensor, rank: torch.Tensor | None) -> None:
@@ -416,6 +422,8 @@ class _GramCache:
 
     def gram(self, Si: torch.Tensor, rank: torch.Tensor | None = None) -> torch.Tensor:
         """:math:`H_{SS}` for the features ``Si`` (computing what is missing)."""
+        if self.m == self.p and self.columns:  # all of H, in feature order
+            return self.buf[Si[:, None], Si]
         self._add(Si, rank)
         k = self.pos[Si]
         return self.buf[k][:, Si] if self.columns else self.buf[k][:, k]
@@ -545,10 +553,12 @@ def _solve_on_support(H, C, A, S, l1, l2):
     Hp = H.new_zeros(H.shape[:-2] + (m + k, m + k))
     Hp[..., :m, :m] = H
     Hp[..., m:, m:].diagonal(dim1=-2, dim2=-1).fill_(1)
-    Hp = Hp.reshape(-1, m + k, m + k)  # one matrix per problem, selected by `which`
+    Hp = Hp.reshape(-1, m + k)  # the rows of every problem's matrix, one after the other
     ib = idx.movedim(0, -1)  # (*batch, k)
-    which = torch.arange(len(Hp), device=H.device).reshape(H.shape[:-2]).expand(ib.shape[:-1])
-    M = Hp[which[..., None, None], ib[..., :, None], ib[..., None, :]]
+    first = (m + k) * torch.arange(len(Hp) // (m + k), device=H.device).reshape(
+        H.shape[:-2] + (1,))  # each problem's first row
+    rows = Hp.index_select(0, (first + ib).flatten()).reshape(ib.shape + (m + k,))
+    M = torch.gather(rows, -1, ib[..., None, :].expand(ib.shape + (k,)))
     M.diagonal(dim1=-2, dim2=-1).add_(torch.where(ib < m, l2[..., None], 0))
     rhs = torch.cat([C - l1 * S, C.new_zeros((k,) + A.shape[1:])])
     factor, info = torch.linalg.cholesky_ex(M)
@@ -600,24 +610,28 @@ def _newton(cache, C, yy, W, l1, l2, target, diag, steps):
     Returns ``(W, steps, gaps)``.
     """
     best, best_gap = W.clone(), torch.full_like(yy, torch.inf, dtype=torch.float64)
-    d = diag[:, None] + l2
     cols = torch.arange(W.shape[1], device=W.device)  # the columns not yet certified
+    live = C, yy, l1, l2, diag[:, None] + l2, target  # their data
     for step in range(steps + 1):
-        gap, G = _full_gap(cache, C[:, cols], yy[cols], W, l1[cols], l2[cols])
-        better = gap < best_gap[cols]
+        Cc, yc, l1c, l2c, dc, tc = live
+        gap, G = _full_gap(cache, Cc, yc, W, l1c, l2c)
+        old = best_gap[cols]
+        better = gap < old
         best[:, cols] = torch.where(better, W, best[:, cols])
-        best_gap[cols] = torch.where(better, gap, best_gap[cols])
-        todo = best_gap[cols] > target[cols]
+        best_gap[cols] = old = torch.where(better, gap, old)
+        todo = old > tc
         if step == steps or not bool(todo.any()):
             return best, step, best_gap
         if not bool(todo.all()):  # certified columns leave the batch
             cols, W, G = cols[todo], W[:, todo], G[:, todo]
-        U, A, score = _predict_support(W, G, d[:, cols], l1[cols], True)
+            live = tuple(t[..., todo] for t in live)
+            Cc, yc, l1c, l2c, dc, tc = live
+        U, A, score = _predict_support(W, G, dc, l1c, True)
         Si = A.any(1).nonzero().squeeze(1)
         W = torch.zeros_like(W)
         rank = -score.amax(1)  # likeliest to be active next: computed with Si
-        W[Si] = _active_set_solve(cache.gram(Si, rank), C[Si][:, cols], A[Si],
-                                  torch.sign(U[Si]), l1[cols], l2[cols])
+        W[Si] = _active_set_solve(cache.gram(Si, rank), Cc[Si], A[Si], torch.sign(U[Si]), l1c,
+                                  l2c)
     return best, steps, best_gap
 
 
