@@ -543,9 +543,14 @@ def _solve_on_support(H, C, A, S, l1, l2):
     is listed first and padded to the largest one, :math:`k`; padding slot :math:`t`
     points at row :math:`m + t` of :math:`\operatorname{diag}(H, I_k)`, so one gather
     builds every padded system (the identity on the padding) and it costs one batched
-    Cholesky, :math:`O(Bk^3)` for B columns. Returns the solutions and, per column,
-    whether its factorization succeeded.
+    Cholesky, :math:`O(Bk^3)` for B columns; nested supports on one matrix take
+    :func:`_solve_nested` instead. Returns the solutions and, per column, whether its
+    factorization succeeded.
     """
+    if H.ndim == 2 and A.ndim == 2:
+        nested = _solve_nested(H, C, A, S, l1, l2)
+        if nested is not None:
+            return nested
     m, k = A.shape[0], int(A.sum(0).max())
     idx = torch.argsort(A.to(torch.int8), dim=0, descending=True, stable=True)[:k]
     pad = m + torch.arange(k, device=A.device).reshape((k,) + (1,) * (A.ndim - 1))
@@ -565,6 +570,34 @@ def _solve_on_support(H, C, A, S, l1, l2):
     z = torch.cholesky_solve(torch.gather(rhs, 0, idx).movedim(0, -1)[..., None], factor)
     Z = torch.zeros_like(rhs).scatter_(0, idx, z[..., 0].movedim(-1, 0))
     return Z[:m], info == 0
+
+
+def _solve_nested(H, C, A, S, l1, l2):
+    r""":func:`_solve_on_support` when the supports are nested, as along a path: list the
+    features by how many columns hold them; if every column's support is a leading block
+    :math:`1..k_b` of that list (and :math:`\lambda_2` is the same for all), the Cholesky
+    factor of each column's system is the leading :math:`k_b \times k_b` block of the
+    factor :math:`L` of the largest one. So: one factorization, one forward triangular solve
+    with every right-hand side, each column's entries past :math:`k_b` set to zero, one
+    backward solve; :math:`O(k^3/3 + k^2B)` instead of :math:`O(Bk^3/3)`. ``H`` (m, m),
+    ``C``, ``A``, ``S`` (m, B). Returns ``(Z, ok)`` as :func:`_solve_on_support` does, or
+    ``None`` when the supports are not nested.
+    """
+    m, size = A.shape[0], A.sum(0)
+    order = torch.argsort(A.sum(1), descending=True, stable=True)
+    lead = torch.arange(m, device=A.device)[:, None] < size  # (m, B): the leading blocks
+    nested = (A[order] == lead).all() & (l2 == l2[0]).all()
+    ok, k = torch.stack([nested.to(size.dtype), size.max()]).tolist()
+    if not ok:
+        return None
+    o, lead = order[:k], lead[:k]
+    M = H[o[:, None], o] + l2[0] * torch.eye(k, dtype=H.dtype, device=H.device)
+    L, info = torch.linalg.cholesky_ex(M)
+    Y = torch.linalg.solve_triangular(L, torch.where(lead, (C - l1 * S)[o], 0), upper=False)
+    Z = torch.linalg.solve_triangular(L.mT, torch.where(lead, Y, 0), upper=True)
+    # potrf's info: the first leading block that is not positive definite (0: none)
+    return (torch.zeros(m, A.shape[1], dtype=H.dtype, device=H.device).index_copy_(0, o, Z),
+            (info == 0) | (size < info))
 
 
 def _active_set_solve(H, C, A, S, l1, l2):
@@ -623,8 +656,9 @@ def _newton(cache, C, yy, W, l1, l2, target, diag, steps):
         if step == steps or not bool(todo.any()):
             return best, step, best_gap
         if not bool(todo.all()):  # certified columns leave the batch
-            cols, W, G = cols[todo], W[:, todo], G[:, todo]
-            live = tuple(t[..., todo] for t in live)
+            keep = todo.nonzero().squeeze(1)
+            cols, W, G = cols[keep], W[:, keep], G[:, keep]
+            live = tuple(t.index_select(-1, keep) for t in live)
             Cc, yc, l1c, l2c, dc, tc = live
         U, A, score = _predict_support(W, G, dc, l1c, True)
         Si = A.any(1).nonzero().squeeze(1)

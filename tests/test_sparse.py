@@ -352,6 +352,32 @@ def test_active_set_solve_is_the_kkt_solution_on_its_support(rng):
     torch.testing.assert_close(wb[:, 1], w, rtol=1e-12, atol=1e-14)
 
 
+def test_nested_supports_share_one_factorization(rng):
+    # Supports nested as along a path (each column's support a leading block of one
+    # ordering): _solve_on_support takes the one-factorization route and must agree with
+    # the padded batched Cholesky (forced here by giving H a batch dimension); a support
+    # that is not nested must fall back.
+    X = torch.as_tensor(rng.standard_normal((80, 12)))
+    H = X.mT @ X / 80
+    order = torch.as_tensor(rng.permutation(12))
+    sizes = torch.tensor([0, 3, 3, 7, 12])
+    A = torch.zeros(12, 5, dtype=torch.bool)
+    for b, k in enumerate(sizes.tolist()):
+        A[order[:k], b] = True
+    C = torch.as_tensor(rng.standard_normal((12, 5)))
+    S = torch.as_tensor(np.sign(rng.standard_normal((12, 5))))
+    l1, l2 = torch.linspace(0.1, 0.5, 5, dtype=torch.float64), torch.zeros(5, dtype=torch.float64)
+    assert sparse._solve_nested(H, C, A, S, l1, l2) is not None
+    Z, ok = sparse._solve_on_support(H, C, A, S, l1, l2)
+    Zp, okp = sparse._solve_on_support(H[None], C, A, S, l1, l2)
+    assert ok.all() and okp.all()
+    torch.testing.assert_close(Z, Zp, rtol=1e-12, atol=1e-12)
+    assert not Z[~A].any()
+    A[order[11], 1] = True  # column 1 now holds a feature column 3 lacks: not nested
+    assert sparse._solve_nested(H, C, A, S, l1, l2) is None
+    assert sparse._solve_nested(H, C, A, S, l1, l2 + torch.arange(5)) is None
+
+
 def test_predicted_support_admits_at_most_nnz_plus_10_new_features(rng):
     # Newton's support prediction: current features are kept where their score exceeds 1;
     # of the features
