@@ -360,7 +360,7 @@ class _GramCache:
         # block layout: features as rows, so that gathering features is contiguous (the
         # columns layout gathers a few columns of X per block instead of copying all of X)
         self.X, self.XT = X, None if columns else X.mT.contiguous()
-        self.m, self.v = 0, None
+        self.m, self.v, self.norm2 = 0, None, None
         self.pos = torch.full((self.p,), -1, dtype=torch.long, device=X.device)
         self.K = torch.empty(0, dtype=torch.long, device=X.device)
         self.buf = X.new_zeros(0, self.p if columns else 0)
@@ -368,10 +368,22 @@ class _GramCache:
             self._complete()
 
     def col_norm2(self) -> torch.Tensor:
-        r""":math:`\|x_j\|^2/n` for every feature (the diagonal of :math:`H`)."""
-        if self.m == self.p and self.columns:
-            return self.buf.diagonal().clone()
-        return (self.X * self.X).sum(0) / self.n
+        r""":math:`\|x_j\|^2/n` for every feature (the diagonal of :math:`H`), computed once,
+        when first needed (a pass over :math:`X` unless all of :math:`H` is there)."""
+        if self.norm2 is None:
+            self.norm2 = self.buf.diagonal().clone() if self.m == self.p and self.columns \
+                else (self.X * self.X).sum(0) / self.n
+        return self.norm2
+
+    def diagonal(self) -> torch.Tensor:
+        """The diagonal of :math:`H` on the features computed so far (columns layout), 1 on
+        the others: enough for a Newton step, whose iterates are zero off those features."""
+        if self.m == self.p:
+            return self.buf.diagonal()
+        if self.m == 0:
+            return self.buf.new_ones(self.p)
+        feats = torch.arange(self.p, device=self.pos.device)
+        return torch.where(self.pos >= 0, self.buf[self.pos.clamp(min=0), feats], 1)
 
     def _add(self, Si: torch.Tensor, rank: torch.Tensor | None) -> None:
         new = Si[self.pos[Si] < 0]
@@ -471,7 +483,7 @@ def _working_set(G, gap, W, l1, l2, col_norm2, gram_mode):
     return (chosen | (W != 0).any(1)).nonzero().squeeze(1), order.amin(1)
 
 
-def _enet_columns(C, yy, l1, l2, W, tol, max_iter, cache, col_norm2):
+def _enet_columns(C, yy, l1, l2, W, tol, max_iter, cache):
     r"""Solve ``B`` elastic nets at once; column ``b`` has ``C[:, b] = X^T y_b / n``,
     ``yy[b] = ||y_b||^2 / 2n`` and strengths ``l1[b]``, ``l2[b]``; ``W`` (p, B) is the warm
     start. Returns ``(W, gaps, n_iter)``.
@@ -490,7 +502,7 @@ def _enet_columns(C, yy, l1, l2, W, tol, max_iter, cache, col_norm2):
     polish = tol <= _POLISH_TOL
     n_iter = 0
     if cache.columns:  # Gram mode: exact solves on predicted supports first
-        W, n_iter, gaps = _newton(cache, C, yy, W, l1, l2, target, col_norm2,
+        W, n_iter, gaps = _newton(cache, C, yy, W, l1, l2, target,
                                   min(_NEWTON_STEPS, max_iter))
         if not polish and bool((gaps <= target).all()):  # all certified: nothing left
             return W, gaps, n_iter
@@ -514,7 +526,8 @@ def _enet_columns(C, yy, l1, l2, W, tol, max_iter, cache, col_norm2):
             break
         live, gap, G = live[todo], gap[todo], G[:, todo]
         W_live, l1_live, l2_live = W_live[:, todo], l1_live[todo], l2_live[todo]
-        Si, rank = _working_set(G, gap, W_live, l1_live, l2_live, col_norm2, cache.columns)
+        Si, rank = _working_set(G, gap, W_live, l1_live, l2_live, cache.col_norm2(),
+                                cache.columns)
         # inner solves need not be much tighter than the current outer gap
         inner_target = torch.maximum(0.3 * gap, 0.5 * target[live])
         H = cache.gram(Si, rank)
@@ -628,7 +641,7 @@ def _predict_support(W, G, d, l1, todo):
         score
 
 
-def _newton(cache, C, yy, W, l1, l2, target, diag, steps):
+def _newton(cache, C, yy, W, l1, l2, target, steps):
     r"""Semismooth Newton steps (a primal-dual active set method) on the batch, in Gram mode.
 
     A solution is a fixed point of :math:`w = \operatorname{soft}(w + g/d,\ \lambda_1/d)`
@@ -644,9 +657,9 @@ def _newton(cache, C, yy, W, l1, l2, target, diag, steps):
     """
     best, best_gap = W.clone(), torch.full_like(yy, torch.inf, dtype=torch.float64)
     cols = torch.arange(W.shape[1], device=W.device)  # the columns not yet certified
-    live = C, yy, l1, l2, diag[:, None] + l2, target  # their data
+    live = C, yy, l1, l2, target  # their data
     for step in range(steps + 1):
-        Cc, yc, l1c, l2c, dc, tc = live
+        Cc, yc, l1c, l2c, tc = live
         gap, G = _full_gap(cache, Cc, yc, W, l1c, l2c)
         old = best_gap[cols]
         better = gap < old
@@ -659,8 +672,8 @@ def _newton(cache, C, yy, W, l1, l2, target, diag, steps):
             keep = todo.nonzero().squeeze(1)
             cols, W, G = cols[keep], W[:, keep], G[:, keep]
             live = tuple(t.index_select(-1, keep) for t in live)
-            Cc, yc, l1c, l2c, dc, tc = live
-        U, A, score = _predict_support(W, G, dc, l1c, True)
+            Cc, yc, l1c, l2c, tc = live
+        U, A, score = _predict_support(W, G, cache.diagonal()[:, None] + l2c, l1c, True)
         Si = A.any(1).nonzero().squeeze(1)
         W = torch.zeros_like(W)
         rank = -score.amax(1)  # likeliest to be active next: computed with Si
@@ -779,7 +792,6 @@ def _path(X, y, lams, l1_ratio, tol, max_iter, batch_size):
     yy = (Y * Y).sum(0) / (2 * n)
     gram_mode = p <= n  # rows of X^T X / n as needed; else products with X on the support
     cache = _GramCache(X, gram_mode)
-    col_norm2 = cache.col_norm2()
     order = torch.argsort(lams, descending=True)  # solve from the sparsest end
     if batch_size is None:  # see lasso_path: all on a GPU; on a CPU, all while the padded
         # Newton systems (at most batch * k of size p x p) stay small, else 10 for warm starts
@@ -792,7 +804,7 @@ def _path(X, y, lams, l1_ratio, tol, max_iter, batch_size):
         lam_cols = lams[chunk].repeat_interleave(k)  # column j: lambda chunk[j // k], target j % k
         Wc, gaps, it = _enet_columns(C.repeat(1, b), yy.repeat(b), lam_cols * l1_ratio,
                                      lam_cols * (1 - l1_ratio), W_prev.repeat(1, b), tol,
-                                     max_iter, cache, col_norm2)
+                                     max_iter, cache)
         n_iter = max(n_iter, it)
         # the certificate: the duality gap of the returned point, relative to P(0)
         rel = gaps / yy.repeat(b).to(gaps.dtype).clamp(min=torch.finfo(X.dtype).tiny)

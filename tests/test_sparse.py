@@ -352,6 +352,23 @@ def test_active_set_solve_is_the_kkt_solution_on_its_support(rng):
     torch.testing.assert_close(wb[:, 1], w, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("small_gram", [0, 2**24])
+def test_tall_path_with_a_lazy_gram_cache(rng, monkeypatch, small_gram):
+    # Gram mode builds rows of H as features enter unless n p^2 is small; force the lazy
+    # cache on a small problem: same answers as scikit-learn, certificate at the point.
+    monkeypatch.setattr(sparse, "_SMALL_GRAM", small_gram)
+    X, y = problem(rng, 300, 80, 0.5)
+    lams = torch.tensor(np.geomspace(1, 1e-2, 20), dtype=torch.float64) * lam_max_np(X, y)
+    W, info = sparse.lasso_path(X, y, lams, return_info=True)
+    assert info.converged
+    for lam, row in zip(f64(lams)[::4], W[::4], strict=True):
+        check_against_sklearn(X, y, row, lam, 1.0, torch.float64)
+    W6, info6 = sparse.lasso_path(X, y, lams, tol=1e-6, return_info=True)
+    rel = max(float(sparse.duality_gap(X, y, w, lam)) for w, lam in zip(W6, lams,
+                                                                      strict=True)) / P0_np(y)
+    assert info6.converged and abs(rel - info6.certificate) <= 1e-12
+
+
 def test_nested_supports_share_one_factorization(rng):
     # Supports nested as along a path (each column's support a leading block of one
     # ordering): _solve_on_support takes the one-factorization route and must agree with
