@@ -56,6 +56,7 @@ _POLISH_TOL = 1e-8  # tolerances this tight end with an exact solve on the suppo
 _NEWTON_STEPS = 10  # active-set Newton steps tried first in Gram mode
 _NEWTON_BATCH = 2**24  # Gram mode solves all strengths at once while L * k * p^2 is below it
 _SMALL_GRAM = 2**24  # n p^2 below which the Gram cache starts with all of H
+_FOLD_NESTED = 64  # union supports from which _fold_paths solves fold by fold
 _STALL = 30  # checks without a 1% better gap after which a column is considered stalled
 
 
@@ -735,9 +736,14 @@ def _fold_paths(X, y, lams, folds, tol, max_iter: int = _NEWTON_STEPS * 4):
             U, A, _ = _predict_support(W, G, diag, l1, todo)
             Si = A.flatten(1).any(1).nonzero().squeeze(1)
             W = torch.zeros_like(W)
-            HSS = H.index_select(1, Si).index_select(2, Si)[:, None]
-            W[Si] = _active_set_solve(HSS, C[Si], A[Si],
-                                      torch.sign(U[Si]), l1, l2)
+            HSS = H.index_select(1, Si).index_select(2, Si)
+            Cs, As, Ss = C[Si].expand_as(A[Si]), A[Si], torch.sign(U[Si])
+            if len(Si) < _FOLD_NESTED:  # small systems: one padded batch for all folds
+                W[Si] = _active_set_solve(HSS[:, None], Cs, As, Ss, l1, l2)
+            else:  # fold by fold, so that nested supports share one factorization
+                W[Si] = torch.stack([_active_set_solve(HSS[f], Cs[:, f], As[:, f], Ss[:, f],
+                                                       l1[0], l2[0])
+                                     for f in range(labels)], 1)
         W = best
         out[:, chunk] = W.permute(1, 2, 0)
         rel[:, chunk] = best_gap / yy.to(torch.float64).clamp(min=torch.finfo(X.dtype).tiny)
