@@ -863,11 +863,16 @@ def lasso_path(X, y, lams, *, tol=None, max_iter: int = 100_000, batch_size: int
 
     so the gap and the dual point need only :math:`H_{:,A}w_A` on the support :math:`A`.
     Rows of :math:`H` are formed as features first enter (one pass over :math:`X` per
-    block, all of :math:`H` once half of it is needed), and each batch starts with
-    semismooth Newton steps: predict each column's support and signs from
-    :math:`w + (c - Hw)/\operatorname{diag}(H)` and solve the KKT conditions on them
-    exactly (one batched Cholesky); from a warm start a few steps land on the solution to
-    rounding. Columns they do not certify go on to the working-set loop.
+    block, all of :math:`H` once half of it is needed, or at once for small
+    :math:`np^2`), and each batch starts with semismooth Newton steps: predict each
+    column's support and signs from :math:`w + (c - Hw)/\operatorname{diag}(H)` (at most
+    :math:`\operatorname{nnz}(w) + 10` new features a step) and solve the KKT conditions
+    on them exactly; supports nested as along a path share one Cholesky factor (the
+    factor of a leading block is the leading block of the factor), others take one
+    batched Cholesky. A few steps land on the solution to rounding, certified columns
+    leave the batch, and on a CPU the whole path is one batch while
+    :math:`Lkp^2 \le 2^{24}`, so that it costs a few dozen kernels per step, not per
+    strength. Columns the Newton steps do not certify go on to the working-set loop.
 
     Parameters
     ----------
