@@ -232,7 +232,10 @@ def kfold_path_score(path: Callable, X, y, lams, *, k: int = 5, folds=None,
         want = (len(lams), X.shape[1]) + tuple(y.shape[1:])
         if tuple(W.shape) != want:
             raise ValueError(f"path must return shape {want}, got {tuple(W.shape)}")
-        pred = torch.matmul(X[val], W.reshape(len(lams), X.shape[1], -1))  # (L, n_f, t)
+        # one GEMM for every strength (a batched matmul would broadcast X[val] L times)
+        Wl = W.reshape(len(lams), X.shape[1], -1)
+        pred = (X[val] @ Wl.movedim(0, 1).reshape(X.shape[1], -1)).reshape(
+            -1, len(lams), Wl.shape[2]).movedim(1, 0)  # (L, n_f, t)
         resid = y[val].reshape(-1, 1 if y.ndim == 1 else y.shape[1]) - pred
         errors.append((resid**2).mean(dim=(1, 2)))
     return torch.stack(errors)

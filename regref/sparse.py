@@ -54,6 +54,9 @@ __all__ = [
 _CHECK_EVERY = 10  # inner iterations between two (cheap, Gram-mode) restricted gap checks
 _POLISH_TOL = 1e-8  # tolerances this tight end with an exact solve on the support
 _NEWTON_STEPS = 10  # active-set Newton steps tried first in Gram mode
+_NEWTON_BATCH = 2**24  # Gram mode solves all strengths at once while L * k * p^2 is below it
+_SMALL_GRAM = 2**24  # n p^2 below which the Gram cache starts with all of H
+_FOLD_NESTED = 64  # union supports from which _fold_paths solves fold by fold
 _STALL = 30  # checks without a 1% better gap after which a column is considered stalled
 
 
@@ -295,24 +298,24 @@ def _lipschitz(H: torch.Tensor, v: torch.Tensor | None = None):
 
 
 def _gram_gap_from(HW, C, yy, W, l1, l2):
-    """Primal-dual gap of the problem restricted to the features of ``H``, in Gram form.
+    """Primal-dual gap of the problem restricted to the features of ``H``, in Gram form,
+    and the smooth part's minus gradient ``G = C - HW - l2 W``.
 
     ``HW = H W`` with ``H = X_S^T X_S / n``, ``C = X_S^T Y / n``, ``yy = ||y||^2 / 2n`` per
-    column. Uses ``||r||^2/2n = yy - c^T w + w^T H w / 2`` and
-    ``||y - a r||^2/2n = (1-a)^2 yy + a(1-a) c^T w + a^2 w^T H w / 2``; the sums are
-    accumulated in float64, so float32 solves can certify gaps near their rounding level.
+    column. With ``rr = ||r||^2/2n = yy - c^T w + w^T H w / 2``, the dual scaling
+    ``a = l1 / max(l1, ||G||_inf)`` and ``y^T r / n = 2 yy - c^T w``, the gap of
+    :func:`duality_gap` is ``(1 + a^2)(rr + l2 ||w||^2/2) + l1 ||w||_1 - a (2 yy - c^T w)``;
+    the sums are accumulated in float64, so float32 solves can certify gaps near their
+    rounding level. Returns ``(gap, G)``.
     """
-    if HW.dtype != torch.float64:
+    dtype = HW.dtype
+    if dtype != torch.float64:
         HW, C, W, yy, l1, l2 = (t.to(torch.float64) for t in (HW, C, W, yy, l1, l2))
+    G = C - HW - l2 * W
+    a = l1 / torch.maximum(l1, G.abs().amax(dim=0)).clamp(min=torch.finfo(torch.float64).tiny)
     cw = (C * W).sum(0)
-    q = (W * HW).sum(0)
-    ww = (W * W).sum(0)
-    s = torch.maximum(l1, (C - HW - l2 * W).abs().amax(dim=0)).clamp(
-        min=torch.finfo(torch.float64).tiny)
-    a = l1 / s
-    primal = yy - cw + q / 2 + l1 * W.abs().sum(0) + l2 / 2 * ww
-    dual = yy - ((1 - a) ** 2 * yy + a * (1 - a) * cw + a * a * q / 2) - a * a * l2 / 2 * ww
-    return primal - dual
+    rr = yy - cw + (W * (HW + l2 * W)).sum(0) / 2  # plus l2 ||w||^2 / 2
+    return (1 + a * a) * rr + l1 * W.abs().sum(0) - a * (2 * yy - cw), G.to(dtype)
 
 
 def _inner_solve(H, C, yy, W, l1, l2, target, max_iter, lip):
@@ -328,7 +331,7 @@ def _inner_solve(H, C, yy, W, l1, l2, target, max_iter, lip):
         return soft(V, step * l1)
 
     def gap(V):
-        return _gram_gap_from(H @ V, C, yy, V, l1, l2)
+        return _gram_gap_from(H @ V, C, yy, V, l1, l2)[0]
 
     W, _, n_iter = fista(gradient, prox, gap, W, 1 / (lip + l2), target, max_iter,
                          _CHECK_EVERY, _STALL)
@@ -345,7 +348,8 @@ class _GramCache:
       :math:`X` (:math:`2np|N|` flops), so blocks grow geometrically, completed by the
       features ranked next (``rank``, smaller first): a path whose working sets end with
       :math:`|K|` features costs about :math:`2np|K|` flops, below the :math:`np^2` of the
-      whole Gram matrix while :math:`|K| < p/2`, and a few passes over :math:`X`.
+      whole Gram matrix while :math:`|K| < p/2`, and a few passes over :math:`X`. Small
+      problems (:math:`np^2 \le 2^{24}`) start with all of :math:`H` (one product).
     - **Block** (``columns=False``, for :math:`p > n`): only :math:`H_{KK}`, from
       :math:`X^\top` (``XT``, contiguous, features as rows); adding features :math:`N`
       costs :math:`2n|N|(|K|+|N|)`, and the full gradient two products with :math:`X` on
@@ -354,16 +358,33 @@ class _GramCache:
 
     def __init__(self, X: torch.Tensor, columns: bool):
         self.columns, self.n, self.p = columns, X.shape[0], X.shape[1]
-        # features as rows, so that gathering features is contiguous
-        self.X, self.XT = X, X.mT.contiguous()
-        self.m, self.v = 0, None
+        # block layout: features as rows, so that gathering features is contiguous (the
+        # columns layout gathers a few columns of X per block instead of copying all of X)
+        self.X, self.XT = X, None if columns else X.mT.contiguous()
+        self.m, self.v, self.norm2 = 0, None, None
         self.pos = torch.full((self.p,), -1, dtype=torch.long, device=X.device)
         self.K = torch.empty(0, dtype=torch.long, device=X.device)
         self.buf = X.new_zeros(0, self.p if columns else 0)
+        if columns and self.n * self.p**2 <= _SMALL_GRAM:  # cheaper than a few lazy blocks
+            self._complete()
 
     def col_norm2(self) -> torch.Tensor:
-        r""":math:`\|x_j\|^2/n` for every feature (the diagonal of :math:`H`)."""
-        return torch.linalg.vector_norm(self.XT, dim=1) ** 2 / self.n
+        r""":math:`\|x_j\|^2/n` for every feature (the diagonal of :math:`H`), computed once,
+        when first needed (a pass over :math:`X` unless all of :math:`H` is there)."""
+        if self.norm2 is None:
+            self.norm2 = self.buf.diagonal().clone() if self.m == self.p and self.columns \
+                else (self.X * self.X).sum(0) / self.n
+        return self.norm2
+
+    def diagonal(self) -> torch.Tensor:
+        """The diagonal of :math:`H` on the features computed so far (columns layout), 1 on
+        the others: enough for a Newton step, whose iterates are zero off those features."""
+        if self.m == self.p:
+            return self.buf.diagonal()
+        if self.m == 0:
+            return self.buf.new_ones(self.p)
+        feats = torch.arange(self.p, device=self.pos.device)
+        return torch.where(self.pos >= 0, self.buf[self.pos.clamp(min=0), feats], 1)
 
     def _add(self, Si: torch.Tensor, rank: torch.Tensor | None) -> None:
         new = Si[self.pos[Si] < 0]
@@ -374,7 +395,7 @@ class _GramCache:
             self._complete()
             return
         if self.columns and rank is not None:  # complete the block with the next-ranked
-            width = min(p // 2 - m, max(len(new), 16, m // 2))
+            width = min(p // 2 - m, max(len(new), 16, m // 4))
             if width > len(new):
                 free = torch.where(self.pos < 0, rank, torch.inf)
                 free[new] = -torch.inf
@@ -388,7 +409,7 @@ class _GramCache:
             self.buf = buf
         self.K = torch.cat([self.K, new])
         if self.columns:  # rows H[N, :], one pass over X
-            self.buf[m:m + len(new)] = self.XT[new] @ self.X / n
+            self.buf[m:m + len(new)] = self.X.mT.index_select(0, new) @ self.X / n
         else:
             XN = self.XT[new]
             block = self.XT[self.K] @ XN.mT / n  # (m + |N|, |N|)
@@ -414,12 +435,16 @@ class _GramCache:
 
     def gram(self, Si: torch.Tensor, rank: torch.Tensor | None = None) -> torch.Tensor:
         """:math:`H_{SS}` for the features ``Si`` (computing what is missing)."""
+        if self.m == self.p and self.columns:  # all of H, in feature order
+            return self.buf[Si[:, None], Si]
         self._add(Si, rank)
         k = self.pos[Si]
         return self.buf[k][:, Si] if self.columns else self.buf[k][:, k]
 
     def apply(self, W: torch.Tensor) -> torch.Tensor:
         """:math:`HW` for a (p, B) ``W``, on its support :math:`A` only."""
+        if self.columns and self.m == self.p:  # all of H, in feature order
+            return self.buf @ W
         supp = (W != 0).any(1).nonzero().squeeze(1)
         if self.columns:
             self._add(supp, None)
@@ -459,7 +484,7 @@ def _working_set(G, gap, W, l1, l2, col_norm2, gram_mode):
     return (chosen | (W != 0).any(1)).nonzero().squeeze(1), order.amin(1)
 
 
-def _enet_columns(C, yy, l1, l2, W, tol, max_iter, cache, col_norm2):
+def _enet_columns(C, yy, l1, l2, W, tol, max_iter, cache):
     r"""Solve ``B`` elastic nets at once; column ``b`` has ``C[:, b] = X^T y_b / n``,
     ``yy[b] = ||y_b||^2 / 2n`` and strengths ``l1[b]``, ``l2[b]``; ``W`` (p, B) is the warm
     start. Returns ``(W, gaps, n_iter)``.
@@ -478,8 +503,10 @@ def _enet_columns(C, yy, l1, l2, W, tol, max_iter, cache, col_norm2):
     polish = tol <= _POLISH_TOL
     n_iter = 0
     if cache.columns:  # Gram mode: exact solves on predicted supports first
-        W, n_iter = _newton(cache, C, yy, W, l1, l2, target, col_norm2,
-                            min(_NEWTON_STEPS, max_iter))
+        W, n_iter, gaps = _newton(cache, C, yy, W, l1, l2, target,
+                                  min(_NEWTON_STEPS, max_iter))
+        if not polish and bool((gaps <= target).all()):  # all certified: nothing left
+            return W, gaps, n_iter
     sign = torch.sign(W)
     while True:
         W_live, l1_live, l2_live = W[:, live], l1[live], l2[live]
@@ -500,7 +527,8 @@ def _enet_columns(C, yy, l1, l2, W, tol, max_iter, cache, col_norm2):
             break
         live, gap, G = live[todo], gap[todo], G[:, todo]
         W_live, l1_live, l2_live = W_live[:, todo], l1_live[todo], l2_live[todo]
-        Si, rank = _working_set(G, gap, W_live, l1_live, l2_live, col_norm2, cache.columns)
+        Si, rank = _working_set(G, gap, W_live, l1_live, l2_live, cache.col_norm2(),
+                                cache.columns)
         # inner solves need not be much tighter than the current outer gap
         inner_target = torch.maximum(0.3 * gap, 0.5 * target[live])
         H = cache.gram(Si, rank)
@@ -526,25 +554,64 @@ def _solve_on_support(H, C, A, S, l1, l2):
     :math:`(H_{AA} + \lambda_2 I)\,w_A = c_A - \lambda_1 s_A` and :math:`w = 0` off
     :math:`A`. ``C``, ``A``, ``S`` are (m, *batch) and ``H`` broadcasts to
     (*batch, m, m) (one matrix for all columns, or one per problem). Each column's support
-    is gathered first and padded to the largest one, :math:`k` (padding: the identity), so
-    it costs one batched Cholesky, :math:`O(Bk^3)` for B columns. Returns the solutions and,
-    per column, whether its factorization succeeded.
+    is listed first and padded to the largest one, :math:`k`; padding slot :math:`t`
+    points at row :math:`m + t` of :math:`\operatorname{diag}(H, I_k)`, so one gather
+    builds every padded system (the identity on the padding) and it costs one batched
+    Cholesky, :math:`O(Bk^3)` for B columns; nested supports on one matrix take
+    :func:`_solve_nested` instead. Returns the solutions and, per column, whether its
+    factorization succeeded.
     """
-    C = C.expand_as(A)
+    if H.ndim == 2 and A.ndim == 2:
+        nested = _solve_nested(H, C, A, S, l1, l2)
+        if nested is not None:
+            return nested
     m, k = A.shape[0], int(A.sum(0).max())
     idx = torch.argsort(A.to(torch.int8), dim=0, descending=True, stable=True)[:k]
-    valid = torch.gather(A, 0, idx).movedim(0, -1)  # (*batch, k): the support, then padding
-    ib = idx.movedim(0, -1)
-    Hb = H.expand(ib.shape[:-1] + (m, m))
-    Hk = torch.gather(torch.gather(Hb, -2, ib[..., :, None].expand(ib.shape + (m,))), -1,
-                      ib[..., None, :].expand(ib.shape + (k,)))
-    M = torch.where(valid[..., :, None] & valid[..., None, :], Hk, 0) \
-        + torch.diag_embed(torch.where(valid, l2[..., None], 1.0))
-    rhs = torch.where(valid, torch.gather(C - l1 * S, 0, idx).movedim(0, -1), 0)[..., None]
+    pad = m + torch.arange(k, device=A.device).reshape((k,) + (1,) * (A.ndim - 1))
+    idx = torch.where(torch.gather(A, 0, idx), idx, pad)  # (k, *batch)
+    Hp = H.new_zeros(H.shape[:-2] + (m + k, m + k))
+    Hp[..., :m, :m] = H
+    Hp[..., m:, m:].diagonal(dim1=-2, dim2=-1).fill_(1)
+    Hp = Hp.reshape(-1, m + k)  # the rows of every problem's matrix, one after the other
+    ib = idx.movedim(0, -1)  # (*batch, k)
+    first = (m + k) * torch.arange(len(Hp) // (m + k), device=H.device).reshape(
+        H.shape[:-2] + (1,))  # each problem's first row
+    rows = Hp.index_select(0, (first + ib).flatten()).reshape(ib.shape + (m + k,))
+    M = torch.gather(rows, -1, ib[..., None, :].expand(ib.shape + (k,)))
+    M.diagonal(dim1=-2, dim2=-1).add_(torch.where(ib < m, l2[..., None], 0))
+    rhs = torch.cat([C - l1 * S, C.new_zeros((k,) + A.shape[1:])])
     factor, info = torch.linalg.cholesky_ex(M)
-    z = torch.cholesky_solve(rhs, factor)[..., 0].movedim(-1, 0)
-    Z = torch.zeros_like(C).scatter_(0, idx, torch.where(valid.movedim(-1, 0), z, 0))
-    return Z, info == 0
+    z = torch.cholesky_solve(torch.gather(rhs, 0, idx).movedim(0, -1)[..., None], factor)
+    Z = torch.zeros_like(rhs).scatter_(0, idx, z[..., 0].movedim(-1, 0))
+    return Z[:m], info == 0
+
+
+def _solve_nested(H, C, A, S, l1, l2):
+    r""":func:`_solve_on_support` when the supports are nested, as along a path: list the
+    features by how many columns hold them; if every column's support is a leading block
+    :math:`1..k_b` of that list (and :math:`\lambda_2` is the same for all), the Cholesky
+    factor of each column's system is the leading :math:`k_b \times k_b` block of the
+    factor :math:`L` of the largest one. So: one factorization, one forward triangular solve
+    with every right-hand side, each column's entries past :math:`k_b` set to zero, one
+    backward solve; :math:`O(k^3/3 + k^2B)` instead of :math:`O(Bk^3/3)`. ``H`` (m, m),
+    ``C``, ``A``, ``S`` (m, B). Returns ``(Z, ok)`` as :func:`_solve_on_support` does, or
+    ``None`` when the supports are not nested.
+    """
+    m, size = A.shape[0], A.sum(0)
+    order = torch.argsort(A.sum(1), descending=True, stable=True)
+    lead = torch.arange(m, device=A.device)[:, None] < size  # (m, B): the leading blocks
+    nested = (A[order] == lead).all() & (l2 == l2[0]).all()
+    ok, k = torch.stack([nested.to(size.dtype), size.max()]).tolist()
+    if not ok:
+        return None
+    o, lead = order[:k], lead[:k]
+    M = H[o[:, None], o] + l2[0] * torch.eye(k, dtype=H.dtype, device=H.device)
+    L, info = torch.linalg.cholesky_ex(M)
+    Y = torch.linalg.solve_triangular(L, torch.where(lead, (C - l1 * S)[o], 0), upper=False)
+    Z = torch.linalg.solve_triangular(L.mT, torch.where(lead, Y, 0), upper=True)
+    # potrf's info: the first leading block that is not positive definite (0: none)
+    return (torch.zeros(m, A.shape[1], dtype=H.dtype, device=H.device).index_copy_(0, o, Z),
+            (info == 0) | (size < info))
 
 
 def _active_set_solve(H, C, A, S, l1, l2):
@@ -555,7 +622,27 @@ def _active_set_solve(H, C, A, S, l1, l2):
     return torch.where(A & ok & (Z * S > 0), Z, 0)
 
 
-def _newton(cache, C, yy, W, l1, l2, target, diag, steps):
+def _predict_support(W, G, d, l1, todo):
+    r"""A semismooth Newton step's prediction of the support (:func:`_newton`): from
+    :math:`u = w + g/d`, the features with :math:`|u| > \lambda_1/d` (``score`` =
+    :math:`|u|d/\lambda_1 > 1`) in the columns still ``todo``, signs :math:`\operatorname{sign}
+    (u)`. At most :math:`\operatorname{nnz}(w) + 10` features enter a column in one step,
+    those of largest score: from a warm start at a larger strength many features violate
+    their constraint at first, and most of those leave again (each costs a row of
+    :math:`H` and a larger system). ``W``, ``G``, ``d`` are (p, *batch). Returns
+    ``(U, A, score)``.
+    """
+    U = W + G / d
+    score = U.abs() * d / l1
+    A = (score > 1) & todo
+    enter = torch.where(A & (W == 0), score, 0)
+    cap = (W != 0).sum(0, keepdim=True) + 10
+    top = torch.topk(enter, min(int(cap.max()), len(enter)), dim=0).values
+    return U, A & ((W != 0) | (enter >= top.gather(0, (cap - 1).clamp(max=len(top) - 1)))), \
+        score
+
+
+def _newton(cache, C, yy, W, l1, l2, target, steps):
     r"""Semismooth Newton steps (a primal-dual active set method) on the batch, in Gram mode.
 
     A solution is a fixed point of :math:`w = \operatorname{soft}(w + g/d,\ \lambda_1/d)`
@@ -563,28 +650,38 @@ def _newton(cache, C, yy, W, l1, l2, target, diag, steps):
     \lambda_2`. Each step predicts the support :math:`A = \{|w + g/d| > \lambda_1/d\}`
     and its signs from the current point and solves the KKT conditions on them exactly
     (:func:`_active_set_solve`); once the prediction is right, the step lands on the
-    solution to rounding. Fast (a few steps from a warm start) but not globally
-    convergent, so each column keeps its point of smallest duality gap, and the
-    working-set loop of :func:`_enet_columns` finishes any column not certified here.
-    Returns ``(W, steps)``.
+    solution to rounding. Certified columns leave the batch. Fast (a few steps, even from
+    zero, since at most nnz + 10 features enter a column per step: :func:`_predict_support`)
+    but not globally convergent, so each column keeps its point of smallest duality gap,
+    and the working-set loop of :func:`_enet_columns` finishes any column not certified
+    here. Cost per step: :math:`p|A|B` for the gaps, plus the exact solves (one Cholesky
+    for nested supports). Returns ``(W, steps, gaps)``.
     """
-    best, best_gap = W, torch.full_like(yy, torch.inf, dtype=torch.float64)
-    d = diag[:, None] + l2
+    best, best_gap = W.clone(), torch.full_like(yy, torch.inf, dtype=torch.float64)
+    cols = torch.arange(W.shape[1], device=W.device)  # the columns not yet certified
+    live = C, yy, l1, l2, target  # their data
     for step in range(steps + 1):
-        gap, G = _full_gap(cache, C, yy, W, l1, l2)
-        better = gap < best_gap
-        best, best_gap = torch.where(better, W, best), torch.where(better, gap, best_gap)
-        todo = best_gap > target
+        Cc, yc, l1c, l2c, tc = live
+        gap, G = _full_gap(cache, Cc, yc, W, l1c, l2c)
+        old = best_gap[cols]
+        better = gap < old
+        best[:, cols] = torch.where(better, W, best[:, cols])
+        best_gap[cols] = old = torch.where(better, gap, old)
+        todo = old > tc
         if step == steps or not bool(todo.any()):
-            return best, step
-        U = W + G / d
-        A = (U.abs() > l1 / d) & todo
+            return best, step, best_gap
+        if not bool(todo.all()):  # certified columns leave the batch
+            keep = todo.nonzero().squeeze(1)
+            cols, W, G = cols[keep], W[:, keep], G[:, keep]
+            live = tuple(t.index_select(-1, keep) for t in live)
+            Cc, yc, l1c, l2c, tc = live
+        U, A, score = _predict_support(W, G, cache.diagonal()[:, None] + l2c, l1c, True)
         Si = A.any(1).nonzero().squeeze(1)
         W = torch.zeros_like(W)
-        rank = -(U.abs() * d / l1).amax(1)  # likeliest to be active next: computed with Si
-        W[Si] = _active_set_solve(cache.gram(Si, rank), C[Si], A[Si], torch.sign(U[Si]), l1,
-                                  l2)
-    return best, steps
+        rank = -score.amax(1)  # likeliest to be active next: computed with Si
+        W[Si] = _active_set_solve(cache.gram(Si, rank), Cc[Si], A[Si], torch.sign(U[Si]), l1c,
+                                  l2c)
+    return best, steps, best_gap
 
 
 def _fold_paths(X, y, lams, folds, tol, max_iter: int = _NEWTON_STEPS * 4):
@@ -598,10 +695,12 @@ def _fold_paths(X, y, lams, folds, tol, max_iter: int = _NEWTON_STEPS * 4):
     :math:`np^2` flops for all of them. The K paths then run as one batch: columns
     (fold, :math:`\lambda`), strengths in chunks of 10 from the largest, each chunk
     warm-started from the last solution and solved by the Newton steps of
-    :func:`_newton` (per-fold Gram matrices, (K, p, p) products), certified by each
-    column's Gram-form duality gap. Returns ``(W, rel_gaps)``, W of shape (K, L, p), rows
-    in the order of ``lams``; ``rel_gaps`` (K, L) so the caller can redo a fold whose
-    gaps exceed ``tol`` (Newton steps are not globally convergent).
+    :func:`_newton` (per-fold Gram matrices, (K, p, p) products; the exact solves in one
+    padded batch for small supports, fold by fold from 64 features so that nested supports
+    share one factorization), certified by each column's Gram-form duality gap. Returns
+    ``(W, rel_gaps)``, W of shape (K, L, p), rows in the order of ``lams``; ``rel_gaps``
+    (K, L) so the caller can redo a fold whose gaps exceed ``tol`` (Newton steps are not
+    globally convergent).
     """
     labels = int(folds.max()) + 1
     n, p = X.shape
@@ -615,7 +714,7 @@ def _fold_paths(X, y, lams, folds, tol, max_iter: int = _NEWTON_STEPS * 4):
     diag = H.diagonal(dim1=1, dim2=2).mT[:, :, None]  # (p, K, 1)
 
     def gram_apply(W):  # H_{-f} W per fold, W of shape (p, K, b)
-        return (H @ W.movedim(0, 1)).movedim(1, 0)
+        return (H @ W.movedim(0, 1).contiguous()).movedim(1, 0)
 
     order = torch.argsort(lams, descending=True)
     out = X.new_zeros(labels, len(lams), p)
@@ -631,18 +730,23 @@ def _fold_paths(X, y, lams, folds, tol, max_iter: int = _NEWTON_STEPS * 4):
         target = tol * yy.clamp(min=torch.finfo(X.dtype).tiny)
         for step in range(max_iter + 1):
             HW = gram_apply(W)
-            gap = _gram_gap_from(HW, C, yy, W, l1, l2)
+            gap, G = _gram_gap_from(HW, C, yy, W, l1, l2)
             better = gap < best_gap
             best, best_gap = torch.where(better, W, best), torch.where(better, gap, best_gap)
             todo = best_gap > target
             if step == max_iter or not bool(todo.any()):
                 break
-            U = W + (C - HW) / diag
-            A = (U.abs() > l1 / diag) & todo
+            U, A, _ = _predict_support(W, G, diag, l1, todo)
             Si = A.flatten(1).any(1).nonzero().squeeze(1)
             W = torch.zeros_like(W)
-            W[Si] = _active_set_solve(H[:, Si][:, :, Si][:, None], C[Si], A[Si],
-                                      torch.sign(U[Si]), l1, l2)
+            HSS = H.index_select(1, Si).index_select(2, Si)
+            Cs, As, Ss = C[Si].expand_as(A[Si]), A[Si], torch.sign(U[Si])
+            if len(Si) < _FOLD_NESTED:  # small systems: one padded batch for all folds
+                W[Si] = _active_set_solve(HSS[:, None], Cs, As, Ss, l1, l2)
+            else:  # fold by fold, so that nested supports share one factorization
+                W[Si] = torch.stack([_active_set_solve(HSS[f], Cs[:, f], As[:, f], Ss[:, f],
+                                                       l1[0], l2[0])
+                                     for f in range(labels)], 1)
         W = best
         out[:, chunk] = W.permute(1, 2, 0)
         rel[:, chunk] = best_gap / yy.to(torch.float64).clamp(min=torch.finfo(X.dtype).tiny)
@@ -666,7 +770,7 @@ def _full_gap(cache, C, yy, W, l1, l2):
     :math:`X^\top(y - Xw)/n - \lambda_2 w`, from :math:`HW` on the support (two GEMMs with
     :math:`X`, or one with the rows of :math:`H` in Gram mode)."""
     HW = cache.apply(W)
-    return _gram_gap_from(HW, C, yy, W, l1, l2), C - HW - l2 * W
+    return _gram_gap_from(HW, C, yy, W, l1, l2)
 
 
 def _polish(H, C, W, l1, l2):
@@ -697,10 +801,10 @@ def _path(X, y, lams, l1_ratio, tol, max_iter, batch_size):
     yy = (Y * Y).sum(0) / (2 * n)
     gram_mode = p <= n  # rows of X^T X / n as needed; else products with X on the support
     cache = _GramCache(X, gram_mode)
-    col_norm2 = cache.col_norm2()
     order = torch.argsort(lams, descending=True)  # solve from the sparsest end
-    if batch_size is None:  # wide batches on a GPU or in Gram mode; warm starts pay on a CPU
-        batch_size = L if X.is_cuda else 10
+    if batch_size is None:  # see lasso_path: all on a GPU; on a CPU, all while the padded
+        # Newton systems (at most batch * k of size p x p) stay small, else 10 for warm starts
+        batch_size = L if X.is_cuda or (gram_mode and k * p * p * L <= _NEWTON_BATCH) else 10
     W_prev = torch.zeros(p, k, dtype=X.dtype, device=X.device)
     worst, n_iter = 0.0, 0
     for start in range(0, L, batch_size):
@@ -709,7 +813,7 @@ def _path(X, y, lams, l1_ratio, tol, max_iter, batch_size):
         lam_cols = lams[chunk].repeat_interleave(k)  # column j: lambda chunk[j // k], target j % k
         Wc, gaps, it = _enet_columns(C.repeat(1, b), yy.repeat(b), lam_cols * l1_ratio,
                                      lam_cols * (1 - l1_ratio), W_prev.repeat(1, b), tol,
-                                     max_iter, cache, col_norm2)
+                                     max_iter, cache)
         n_iter = max(n_iter, it)
         # the certificate: the duality gap of the returned point, relative to P(0)
         rel = gaps / yy.repeat(b).to(gaps.dtype).clamp(min=torch.finfo(X.dtype).tiny)
@@ -762,11 +866,16 @@ def lasso_path(X, y, lams, *, tol=None, max_iter: int = 100_000, batch_size: int
 
     so the gap and the dual point need only :math:`H_{:,A}w_A` on the support :math:`A`.
     Rows of :math:`H` are formed as features first enter (one pass over :math:`X` per
-    block, all of :math:`H` once half of it is needed), and each batch starts with
-    semismooth Newton steps: predict each column's support and signs from
-    :math:`w + (c - Hw)/\operatorname{diag}(H)` and solve the KKT conditions on them
-    exactly (one batched Cholesky); from a warm start a few steps land on the solution to
-    rounding. Columns they do not certify go on to the working-set loop.
+    block, all of :math:`H` once half of it is needed, or at once for small
+    :math:`np^2`), and each batch starts with semismooth Newton steps: predict each
+    column's support and signs from :math:`w + (c - Hw)/\operatorname{diag}(H)` (at most
+    :math:`\operatorname{nnz}(w) + 10` new features a step) and solve the KKT conditions
+    on them exactly; supports nested as along a path share one Cholesky factor (the
+    factor of a leading block is the leading block of the factor), others take one
+    batched Cholesky. A few steps land on the solution to rounding, certified columns
+    leave the batch, and on a CPU the whole path is one batch while
+    :math:`Lkp^2 \le 2^{24}`, so that it costs a few dozen kernels per step, not per
+    strength. Columns the Newton steps do not certify go on to the working-set loop.
 
     Parameters
     ----------
@@ -786,8 +895,10 @@ def lasso_path(X, y, lams, *, tol=None, max_iter: int = 100_000, batch_size: int
         stalling on rounding errors first, warns :class:`regref.ConvergenceWarning` (the
         message says which).
     batch_size : int, optional
-        Strengths solved together. Default: all of them on a GPU, else 10 (on a CPU, warm
-        starts between batches are worth more than wider products).
+        Strengths solved together. Default: all of them on a GPU, and on a CPU in Gram
+        mode (:math:`p \le n`) while :math:`Lkp^2 \le 2^{24}` (the Newton steps then cost a
+        few batched operations for the whole path, instead of a few per batch); else 10
+        (warm starts between batches are then worth more than wider products).
     return_info : bool
         Also return :class:`regref.Info`: ``certificate`` is the largest relative duality
         gap (gap over :math:`\|y\|^2/2n`) of the returned coefficients over the path and

@@ -68,7 +68,10 @@ def _kfold_loop(X, y, lams, folds):
                                       folds=folds)
 
 
-def test_kfold_lasso_batched_over_folds_equals_the_loop(rng, monkeypatch):
+@pytest.mark.parametrize("fold_nested", [None, 0], ids=["padded", "fold_by_fold"])
+def test_kfold_lasso_batched_over_folds_equals_the_loop(rng, monkeypatch, fold_nested):
+    if fold_nested is not None:  # the exact solves fold by fold (nested supports), as for
+        monkeypatch.setattr(sparse, "_FOLD_NESTED", fold_nested)  # large supports
     X, y = problem(rng, 90, 20)
     X[:, 1] += 0.9 * X[:, 0]  # some correlation
     lams = sparse.lambda_max(t(X), t(y)) * torch.logspace(0, -2.5, 14, dtype=torch.float64)

@@ -326,7 +326,7 @@ def test_gram_form_gap_equals_the_direct_gap(seed, frac, rho, shift):
     H, C = Xt.mT @ Xt / n, Xt.mT @ Yt / n
     yy = (Yt * Yt).sum(0) / (2 * n)
     lam_t = torch.tensor(lam, dtype=torch.float64)
-    gram = sparse._gram_gap_from(H @ Wt, C, yy, Wt, lam_t * rho, lam_t * (1 - rho))
+    gram = sparse._gram_gap_from(H @ Wt, C, yy, Wt, lam_t * rho, lam_t * (1 - rho))[0]
     direct = gap_np(X, y, W, lam, rho)
     scale = f64(yy) + np.abs((f64(C) * W).sum(0)) + (W * (f64(H) @ W)).sum(0) / 2
     np.testing.assert_array_less(np.abs(f64(gram) - direct), 50 * eps(torch.float64) * scale)
@@ -350,6 +350,89 @@ def test_active_set_solve_is_the_kkt_solution_on_its_support(rng):
                                   torch.zeros(2, 2, dtype=torch.float64))
     torch.testing.assert_close(wb[:, 0], w, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(wb[:, 1], w, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("small_gram", [0, 2**24])
+def test_tall_path_with_a_lazy_gram_cache(rng, monkeypatch, small_gram):
+    # Gram mode builds rows of H as features enter unless n p^2 is small; force the lazy
+    # cache on a small problem: same answers as scikit-learn, certificate at the point.
+    monkeypatch.setattr(sparse, "_SMALL_GRAM", small_gram)
+    X, y = problem(rng, 300, 80, 0.5)
+    lams = torch.tensor(np.geomspace(1, 1e-2, 20), dtype=torch.float64) * lam_max_np(X, y)
+    W, info = sparse.lasso_path(X, y, lams, return_info=True)
+    assert info.converged
+    for lam, row in zip(f64(lams)[::4], W[::4], strict=True):
+        check_against_sklearn(X, y, row, lam, 1.0, torch.float64)
+    W6, info6 = sparse.lasso_path(X, y, lams, tol=1e-6, return_info=True)
+    rel = max(float(sparse.duality_gap(X, y, w, lam)) for w, lam in zip(W6, lams,
+                                                                      strict=True)) / P0_np(y)
+    assert info6.converged and abs(rel - info6.certificate) <= 1e-12
+
+
+def test_nested_supports_share_one_factorization(rng):
+    # Supports nested as along a path (each column's support a leading block of one
+    # ordering): _solve_on_support takes the one-factorization route and must agree with
+    # the padded batched Cholesky (forced here by giving H a batch dimension); a support
+    # that is not nested must fall back.
+    X = torch.as_tensor(rng.standard_normal((80, 12)))
+    H = X.mT @ X / 80
+    order = torch.as_tensor(rng.permutation(12))
+    sizes = torch.tensor([0, 3, 3, 7, 12])
+    A = torch.zeros(12, 5, dtype=torch.bool)
+    for b, k in enumerate(sizes.tolist()):
+        A[order[:k], b] = True
+    C = torch.as_tensor(rng.standard_normal((12, 5)))
+    S = torch.as_tensor(np.sign(rng.standard_normal((12, 5))))
+    l1, l2 = torch.linspace(0.1, 0.5, 5, dtype=torch.float64), torch.zeros(5, dtype=torch.float64)
+    assert sparse._solve_nested(H, C, A, S, l1, l2) is not None
+    Z, ok = sparse._solve_on_support(H, C, A, S, l1, l2)
+    Zp, okp = sparse._solve_on_support(H[None], C, A, S, l1, l2)
+    assert ok.all() and okp.all()
+    torch.testing.assert_close(Z, Zp, rtol=1e-12, atol=1e-12)
+    assert not Z[~A].any()
+    A[order[11], 1] = True  # column 1 now holds a feature column 3 lacks: not nested
+    assert sparse._solve_nested(H, C, A, S, l1, l2) is None
+    assert sparse._solve_nested(H, C, A, S, l1, l2 + torch.arange(5)) is None
+
+
+def test_predicted_support_admits_at_most_nnz_plus_10_new_features(rng):
+    # Newton's support prediction: current features are kept where their score exceeds 1;
+    # of the features
+    # entering a column, only the nnz + 10 of largest score |u| d / lam (those above 1);
+    # a column not todo predicts nothing.
+    p, B = 60, 3
+    W = torch.zeros(p, B, dtype=torch.float64)
+    W[:5, 1] = 1.0  # column 1: 5 nonzeros, so up to 15 new features
+    G = torch.as_tensor(rng.standard_normal((p, B)))
+    d, l1 = torch.ones(p, 1, dtype=torch.float64), torch.full((B,), 0.01, dtype=torch.float64)
+    todo = torch.tensor([True, True, False])
+    U, A, score = sparse._predict_support(W, G, d, l1, todo)
+    torch.testing.assert_close(U, W + G)
+    assert int(A[:, 0].sum()) == 10 and int(A[5:, 1].sum()) == 15 and not A[:, 2].any()
+    assert torch.equal(A[:5, 1], score[:5, 1] > 1)  # current features: no cap
+    for b, old in ((0, 0), (1, 5)):
+        entering = score[old:, b]
+        kept = A[old:, b]
+        assert entering[kept].min() >= entering[~kept & (entering > 1)].max()
+
+
+def test_tall_path_certified_by_newton_alone(rng):
+    # A loose tol (no final polish): when the Newton steps certify every column, the path
+    # returns their points and their gaps; the certificate must still be the relative
+    # duality gap of the returned coefficients (recomputed here from X, not from H), and
+    # the objectives scikit-learn's at that precision.
+    X, y = problem(rng, 400, 60, 0.5)
+    lams = torch.tensor(np.geomspace(1, 1e-2, 30), dtype=torch.float64) * lam_max_np(X, y)
+    W, info = sparse.lasso_path(X, y, lams, tol=1e-6, return_info=True)
+    gaps = torch.stack([sparse.duality_gap(X, y, w, lam) for w, lam in zip(W, lams,
+                                                                          strict=True)])
+    rel = float(gaps.max()) / P0_np(y)
+    assert info.converged and rel <= 1e-6
+    assert abs(rel - info.certificate) <= 1e-12
+    for lam, row in zip(f64(lams)[::5], W[::5], strict=True):
+        ref = sk_enet(X, y, lam)
+        p_reg, p_ref = primal_np(X, y, f64(row), lam), primal_np(X, y, ref, lam)
+        assert abs(p_reg - p_ref) <= 2e-6 * P0_np(y)
 
 
 # --- 2. group lasso vs cvxpy ------------------------------------------------------------
