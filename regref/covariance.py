@@ -41,8 +41,6 @@ from ._core import (
     check_strength,
     check_symmetric,
     check_tol,
-    fista,
-    soft,
     warn_not_converged,
 )
 
@@ -56,10 +54,9 @@ __all__ = [
     "edge_recovery",
 ]
 
-_POLISH_GAP = 1e-3  # relative gap below which the support is trusted for a Newton polish
-_MAX_BACKTRACK = 60  # halvings of a step before giving up
-_POLISH_STEPS = 2  # Newton-CG steps on the support per polish
-_CG_ITER = 200  # conjugate-gradient steps per Newton-CG step, at most
+_NEAR_GAP = 1e-3  # relative gap below which a stalled gap is the rounding floor
+_SMALL = 32  # blocks up to this size share one batched solve (padded): overhead-bound
+_CG_ITER = 100  # conjugate-gradient steps per Newton-CG step, at most
 _STALL = 5  # Newton steps near the optimum without a 10% smaller gap: the rounding floor
 
 
@@ -232,185 +229,132 @@ def duality_gap(S, Theta, lam) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- the core
 
-def _prox_newton_step(S, Lam, Theta, nonpos=False, max_inner=2000, inner_rtol=1e-3):
-    r"""One proximal Newton step on a batch of graphical lassos. The part to copy (with
-    :func:`regref._core.fista` and :func:`regref._core.soft`, which it calls).
-
-    Objective, for ``S``, ``Lam`` (weights, zero diagonal) and ``Theta`` of shape (K, m, m):
-    :math:`P(\Theta) = -\log\det\Theta + \operatorname{tr}(S\Theta) + \sum_{ij}\Lambda_{ij}
-    |\Theta_{ij}|`; with ``nonpos``, :math:`\Theta_{ij} \le 0` off the diagonal as well.
-    With :math:`W = \Theta^{-1}`, FISTA minimizes the quadratic model
-    :math:`\langle S - W, Z - \Theta\rangle + \frac12\operatorname{tr}(W(Z-\Theta)W(Z-\Theta))`
-    plus the penalty (Jacobi-scaled, so the scaled :math:`W` has a unit diagonal; one
-    problem per column of ``m*m`` entries) until its prox-gradient step is ``inner_rtol``
-    times the first; then :math:`\Theta + \alpha(Z - \Theta)` is halved until its
-    Cholesky factor exists and :math:`P` decreases enough. ``Theta`` must be positive
-    definite. Returns the new ``Theta`` (the old one where no step is accepted) and its
-    objective.
-    """
-    def objective(T):
-        chol, fail = torch.linalg.cholesky_ex(T)
-        pen = (Lam * (-T if nonpos else T.abs())).sum((-2, -1))
-        val = -2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1) + (S * T).sum((-2, -1)) + pen
-        return torch.where(fail == 0, val, torch.inf), pen
-
-    K, m = S.shape[0], S.shape[-1]
-    off_diagonal = ~torch.eye(m, dtype=torch.bool, device=S.device)
-    W = torch.cholesky_inverse(torch.linalg.cholesky(Theta))
-    d = ((W + W.mT) / 2).diagonal(dim1=-2, dim2=-1).sqrt()
-    dd = d[:, :, None] * d[:, None, :]
-    Wc, grad, start, weight = W / dd, (S - W) / dd, Theta * dd, Lam / dd  # scaled problem
-    columns, matrices = (lambda A: A.reshape(K, m * m).T), (lambda Z: Z.T.reshape(K, m, m))
-
-    def gradient(Z):  # of the quadratic model, one problem per column
-        H = Wc @ (matrices(Z) - start) @ Wc
-        return columns(grad + (H + H.mT) / 2)
-
-    def prox(V, step):
-        V, t = matrices(V), step.reshape(K, 1, 1) * weight
-        off = torch.minimum(V + t, torch.zeros_like(V)) if nonpos else soft(V, t)
-        return columns(torch.where(off_diagonal, off, V))
-
-    def prox_step(Z):  # the prox-gradient step's length: zero at the model's minimizer
-        return (prox(Z - step * gradient(Z), step) - Z).norm(dim=0)
-
-    step = (1 / torch.linalg.eigvalsh(Wc)[:, -1] ** 2)[None, :]
-    Z0 = columns(start)
-    Z, _, _ = fista(gradient, prox, prox_step, Z0, step, inner_rtol * prox_step(Z0), max_inner)
-    D = matrices(Z) / dd - Theta
-    value, pen = objective(Theta)
-    decrease = ((S - W) * D).sum((-2, -1)) + objective(Theta + D)[1] - pen  # model's slope
-    alpha = torch.ones_like(value)
-    for _ in range(60):
-        new_value = objective(Theta + alpha[:, None, None] * D)[0]
-        ok = new_value <= value + 1e-4 * alpha * decrease.clamp(max=0) + 1e-13 * value.abs()
-        if bool(ok.all()):
-            break
-        alpha = torch.where(ok, alpha, alpha / 2)
-    alpha = torch.where(ok, alpha, 0.0)
-    return Theta + alpha[:, None, None] * D, torch.where(ok, new_value, value)
-
-
-def _newton_cg_step(S, Lam, Theta, nonpos=False, cg_iter=50, cg_rtol=1e-2):
+def _newton_cg_step(S, Lam, Theta, W, nonpos=False, cg_iter=100, cg_rtol=1e-2):
     r"""One orthant-wise Newton-CG step on a batch of graphical lassos. The part to copy.
 
     Objective, for ``S``, ``Lam`` (weights, zero diagonal) and ``Theta`` of shape (K, m, m):
     :math:`P(\Theta) = -\log\det\Theta + \operatorname{tr}(S\Theta) + \sum_{ij}\Lambda_{ij}
     |\Theta_{ij}|`; with ``nonpos``, :math:`\Theta_{ij} \le 0` off the diagonal as well.
-    With :math:`W = \Theta^{-1}` and :math:`G = S - W`, an entry is free if it is on the
+    ``W`` is :math:`\Theta^{-1}`, :math:`G = S - W`. An entry is free if it is on the
     diagonal, nonzero, or zero with :math:`|G_{ij}| > \Lambda_{ij}` (the penalty cannot hold
     it at zero; with ``nonpos`` only :math:`G_{ij} > \Lambda_{ij}`). Free entries keep their
     sign :math:`\sigma` (or take :math:`-\operatorname{sign}G_{ij}`), so the penalty is linear
     there and the Newton model :math:`\langle G + \Lambda\sigma, D\rangle
     + \frac12\operatorname{tr}(WDWD)` over :math:`D` on the free set is a quadratic:
-    conjugate gradients (two matrix products per step, Jacobi-preconditioned) reduce its
-    residual by ``cg_rtol`` or run ``cg_iter`` steps. Then :math:`\Theta + \alpha D`, with
+    conjugate gradients reduce its residual by ``cg_rtol`` or run ``cg_iter`` steps, each
+    with four matrix products: the Hessian :math:`D \mapsto WDW` and the preconditioner
+    :math:`R \mapsto \Theta R\Theta`, the inverse of the Hessian on all entries, restricted
+    to the free ones (exact when every entry is free). Then :math:`\Theta + \alpha D`, with
     entries that cross zero set to zero, is halved until its Cholesky factor exists and
     :math:`P` decreases enough. ``Theta`` must be positive definite. Returns the new
-    ``Theta`` (the old one where no step is accepted) and its objective.
+    ``Theta`` (the old one where no step is accepted), its objective and its inverse.
     """
     def objective(T):
         chol, fail = torch.linalg.cholesky_ex(T)
         val = -2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
         val = val + (S * T + Lam * T.abs()).sum((-2, -1))
-        return torch.where(fail == 0, val, torch.inf)
+        return torch.where(fail == 0, val, torch.inf), chol
 
     def dot(A, B):
         return (A * B).sum((-2, -1), keepdim=True)
 
-    W = torch.cholesky_inverse(torch.linalg.cholesky(Theta))
-    W, G = (W + W.mT) / 2, S - (W + W.mT) / 2
+    G = S - W
     leave = -torch.ones_like(G) if nonpos else -G.sign()  # the way a zero would move
     sigma = torch.where(Theta != 0, Theta.sign(), leave)
     diagonal = torch.eye(S.shape[-1], dtype=torch.bool, device=S.device)
     free = (Theta != 0) | (-sigma * G > Lam) | diagonal
     g = torch.where(free, G + Lam * sigma, 0)  # the gradient of P on the free orthant face
-    d = W.diagonal(dim1=-2, dim2=-1)
-    precond = 1 / (d[:, :, None] * d[:, None, :] + W * W)  # the Hessian's diagonal, inverted
     D, r = torch.zeros_like(Theta), -g
-    z = precond * r
+    z = torch.where(free, Theta @ r @ Theta, 0)
     v, rz = z, dot(r, z)
     rz0 = rz
-    for k in range(cg_iter):
+    for _ in range(cg_iter):
         Hv = torch.where(free, W @ v @ W, 0)
         a = torch.where(rz > 0, rz / dot(v, Hv), 0)
         D, r = D + a * v, r - a * Hv
-        z = precond * r
+        z = torch.where(free, Theta @ r @ Theta, 0)
         rz, rz_old = dot(r, z), rz
-        if k % 5 == 4 and bool((rz <= cg_rtol ** 2 * rz0).all()):
+        if bool((rz <= cg_rtol ** 2 * rz0).all()):
             break
         v = z + torch.where(rz_old > 0, rz / rz_old, 0) * v
     D = torch.where((Theta == 0) & (D * sigma < 0), 0, (D + D.mT) / 2)  # zeros leave along sigma
-    value = objective(Theta)
+    value = objective(Theta)[0]
     alpha = torch.ones_like(value)
     for _ in range(60):
         T = Theta + alpha[:, None, None] * D
         T = torch.where(T * sigma < 0, 0, T)  # entries that cross zero stop at zero
-        new_value = objective(T)
+        new_value, chol = objective(T)
         ok = new_value <= value + 1e-4 * dot(g, T - Theta)[:, 0, 0] + 1e-13 * value.abs()
         if bool(ok.all()):
             break
         alpha = torch.where(ok, alpha, alpha / 2)
-    return torch.where(ok[:, None, None], T, Theta), torch.where(ok, new_value, value)
+    W_new = torch.cholesky_inverse(torch.where(ok[:, None, None], chol, 1))
+    keep = ok[:, None, None]
+    return (torch.where(keep, T, Theta), torch.where(ok, new_value, value),
+            torch.where(keep, (W_new + W_new.mT) / 2, W))
 
 
-def _newton(S, Lam, Theta, tol, max_iter, nonpos=False):
-    r"""Batched proximal Newton on :math:`K` problems of one size :math:`m`: the outer loop.
+def _newton(S, Lam, Theta, tol, max_iter, nonpos=False, homotopy=False):
+    r"""Batched orthant-wise Newton-CG on :math:`K` problems of one size :math:`m`: the outer
+    loop.
 
     ``S`` (K, m, m), ``Lam`` (K, m, m) off-diagonal weights (zero diagonal), ``Theta``
-    (K, m, m) a positive-definite start. Each outer step is :func:`_prox_newton_step` (inexact
-    early, tighter later). Before each step the duality gap of every problem is computed at
-    its current iterate; once it is below :data:`_POLISH_GAP` times :math:`m` a polish of
-    :data:`_POLISH_STEPS` Newton-CG steps on the free entries (:func:`_newton_cg_step`,
-    matrix-free: two products per CG step) is tried and kept if its gap is smaller.
-    Problems whose gap is below ``tol * m`` (or that stalled at their rounding floor) leave
-    the batch. Returns ``(Theta, gap, n_iter)``: ``gap`` is the absolute duality gap at the
-    returned ``Theta``, ``n_iter`` the number of outer steps.
+    (K, m, m) a positive-definite start. Each outer step is :func:`_newton_cg_step`, its
+    conjugate gradients stopped at a relative residual of :math:`\min(0.3,
+    \sqrt{\text{gap}/m})` (inexact far from the optimum, superlinear near it). With
+    ``homotopy`` (a cold start at the diagonal solution) the first steps use the weights
+    scaled by :math:`c_k = \max(1, c_0 2^{-k})`, :math:`c_0 \Lambda` the largest
+    :math:`|S_{ij}|`: one Newton step per strength on the way down, each from a point near
+    its solution, instead of long line searches on the dense model far from the optimum.
+    The duality gap of every problem is computed before each step; problems whose gap is
+    below ``tol * m`` (``tol`` a float or one per problem), or that stalled at their rounding
+    floor, leave the batch. Returns
+    ``(Theta, gap, n_iter)``: ``gap`` is the absolute duality gap at the returned
+    ``Theta``, ``n_iter`` the number of outer steps.
     """
     K, m, _ = S.shape
+    target = torch.as_tensor(tol * m, dtype=S.dtype, device=S.device).expand(K)
     is_diag = torch.eye(m, dtype=torch.bool, device=S.device)
     hi = torch.full_like(Lam, torch.inf).masked_fill(is_diag, 0) if nonpos else Lam
+    scale = torch.ones(K, dtype=S.dtype, device=S.device)
+    if homotopy:
+        top = Lam.amax((-2, -1))
+        scale = ((S.abs().masked_fill(is_diag, 0).amax((-2, -1)) / top)
+                 .nan_to_num(1.0).clamp(min=1.0))
+    W = torch.cholesky_inverse(torch.linalg.cholesky(Theta))
+    W = (W + W.mT) / 2
     gap = torch.full((K,), torch.inf, dtype=S.dtype, device=S.device)
     best = gap.clone()
     since = torch.zeros(K, dtype=torch.long, device=S.device)
     live = torch.arange(K, device=S.device)
-    n_iter, inner_rtol = 0, 1e-2
+    n_iter = 0
     while True:
-        g = _gap(S[live], Lam[live], hi[live], Theta[live], nonpos)
-        near = (g > tol * m) & (g < _POLISH_GAP * m)
-        if bool(near.any()):  # polish the problems whose support is nearly right
-            idx, g_near = live[near], g[near]
-            polished = Theta[idx]
-            for _ in range(_POLISH_STEPS):
-                polished, _ = _newton_cg_step(S[idx], Lam[idx], polished, nonpos, _CG_ITER,
-                                              min(0.1, float(g_near.max()) / m))
-            g_pol = _gap(S[idx], Lam[idx], hi[idx], polished, nonpos)
-            better = g_pol < g_near
-            Theta[idx] = torch.where(better[:, None, None], polished, Theta[idx])
-            g[near] = torch.where(better, g_pol, g_near)
+        g = _gap(S[live], Lam[live], hi[live], Theta[live], W[live], nonpos)
         gap[live] = g
         # the gap need not decrease monotonically far from the optimum (the objective does):
         # only count a stall near the optimum, where the rounding floor is the limit
-        improved = (g < 0.9 * best[live]) | ~torch.isfinite(g) | (g > _POLISH_GAP * m)
+        improved = (g < 0.9 * best[live]) | ~torch.isfinite(g) | (g > _NEAR_GAP * m)
         best[live] = torch.where(improved, g, best[live])
         since[live] = torch.where(improved, 0, since[live] + 1)
-        keep = (g > tol * m) & (since[live] < _STALL)
+        keep = ((g > target[live]) | (scale[live] > 1)) & (since[live] < _STALL)
         if n_iter >= max_iter or not bool(keep.any()):
             return Theta, gap, n_iter
         live = live[keep]
-        Theta[live], _ = _prox_newton_step(S[live], Lam[live], Theta[live], nonpos,
-                                           min(2000, 20 * 2 ** n_iter), inner_rtol)
-        inner_rtol = max(inner_rtol * 0.3, 1e-3)  # inexact early, tighter later
+        scale[live] = (scale[live] / 2).clamp(min=1.0)
+        rtol = min(0.3, math.sqrt(max(float(g[keep].max()), 0.0) / m))
+        Theta[live], _, W[live] = _newton_cg_step(
+            S[live], Lam[live] * scale[live, None, None], Theta[live], W[live], nonpos,
+            _CG_ITER, rtol)
         n_iter += 1
 
 
-def _gap(S, Lam, hi, Theta, nonpos):
-    """Absolute duality gap of each problem at a positive-definite ``Theta`` (K, m, m)."""
+def _gap(S, Lam, hi, Theta, W, nonpos):
+    """Absolute duality gap of each problem at a positive-definite ``Theta`` (K, m, m) with
+    inverse ``W``: two Cholesky factorizations, no inverse."""
     chol, fail = torch.linalg.cholesky_ex(Theta)
     pen = (Lam * (-Theta if nonpos else Theta.abs())).sum((-2, -1))
     primal = -_logdet_chol(chol) + (S * Theta).sum((-2, -1)) + pen
-    W = torch.cholesky_inverse(chol)
-    dual = _dual_logdet(S, (W + W.mT) / 2, -Lam, hi) + S.shape[-1]
+    dual = _dual_logdet(S, W, -Lam, hi) + S.shape[-1]
     return torch.where(fail == 0, primal - dual, torch.inf)
 
 
@@ -471,9 +415,13 @@ def _components(S, lam):
 
 
 def _solve_blocks(S, lam, Theta0, tol, max_iter, screen):
-    """Split every problem of ``S`` (B, p, p) into its components, solve all blocks of one
-    size in one batched :func:`_newton` call, scatter back. Returns ``(Theta, gap, n_iter)``
-    with ``gap`` (B,) the absolute duality gap at ``Theta``, summed over the blocks."""
+    r"""Split every problem of ``S`` (B, p, p) into its components, solve the blocks in
+    buckets of sizes above half the bucket's largest (or all at most :data:`_SMALL`, where
+    per-call overhead dominates), each bucket in one batched :func:`_newton` call, padded
+    to its largest size with isolated unit variables (they keep :math:`\Theta_{ii} = 1` and
+    add no gap; the target gap stays ``tol`` times the block's own size), and scatter back.
+    Returns ``(Theta, gap, n_iter)`` with ``gap`` (B,) the absolute duality gap at
+    ``Theta``, summed over the blocks."""
     B, p, _ = S.shape
     zero = lam == 0
     if bool(zero.any()):  # the maximum-likelihood estimate S^-1, exactly (S is PD here)
@@ -481,7 +429,7 @@ def _solve_blocks(S, lam, Theta0, tol, max_iter, screen):
         Tz = torch.cholesky_inverse(torch.linalg.cholesky(S[zero]))
         Theta[zero] = (Tz + Tz.mT) / 2
         none = torch.zeros_like(Tz)
-        gap[zero] = _gap(S[zero], none, none, Theta[zero], False)
+        gap[zero] = _gap(S[zero], none, none, Theta[zero], S[zero], False)
         n_iter, rest = 0, ~zero
         if bool(rest.any()):
             T0 = None if Theta0 is None else Theta0[rest]
@@ -490,7 +438,7 @@ def _solve_blocks(S, lam, Theta0, tol, max_iter, screen):
         return Theta, gap, n_iter
     if not screen:
         T0 = torch.diag_embed(1 / S.diagonal(dim1=-2, dim2=-1)) if Theta0 is None else Theta0
-        return _newton(S, _weights(lam, p), T0.clone(), tol, max_iter)
+        return _newton(S, _weights(lam, p), T0.clone(), tol, max_iter, homotopy=Theta0 is None)
     Theta = torch.zeros_like(S)
     gap = torch.zeros(B, dtype=S.dtype, device=S.device)
     labels = _components(S, lam)
@@ -499,21 +447,34 @@ def _solve_blocks(S, lam, Theta0, tol, max_iter, screen):
     _, sizes = torch.unique_consecutive(key.reshape(-1)[order], return_counts=True)
     starts = torch.cumsum(sizes, 0) - sizes
     n_iter = 0
-    for m in torch.unique(sizes).tolist():
-        first = starts[sizes == m]
-        flat = order[first[:, None] + torch.arange(m, device=S.device)]  # (K, m)
+    tops = []  # the largest size of each bucket: 1 alone, else above half its top or <= 32
+    for s in torch.unique(sizes).flip(0).tolist():
+        if not tops or s == 1 or 2 * s <= tops[-1] and tops[-1] > _SMALL:
+            tops.append(s)
+    tops = torch.tensor(tops[::-1], device=S.device)
+    bucket = torch.searchsorted(tops, sizes)
+    for k in torch.unique(bucket).tolist():
+        first, m = starts[bucket == k], sizes[bucket == k]
+        M = int(m.max())
+        slot = torch.arange(M, device=S.device)
+        valid = slot < m[:, None]  # (K, M); padded slots are isolated unit variables
+        flat = order[first[:, None] + torch.minimum(slot, m[:, None] - 1)]
         b, idx = flat // p, flat % p
-        rows, cols = idx[:, :, None], idx[:, None, :]
-        Sb = S[b[:, :1, None], rows, cols]
-        if m == 1:  # an isolated variable: Theta_ii = 1 / S_ii, gap 0
-            Theta[b[:, :1, None], rows, cols] = 1 / Sb
+        rows, cols, bb = idx[:, :, None], idx[:, None, :], b[:, :1, None]
+        pair = valid[:, :, None] & valid[:, None, :]
+        eye = torch.eye(M, dtype=S.dtype, device=S.device)
+        Sb = torch.where(pair, S[bb, rows, cols], eye)
+        if M == 1:  # an isolated variable: Theta_ii = 1 / S_ii, gap 0
+            Theta[bb, rows, cols] = 1 / Sb
             continue
         if Theta0 is None:
             T0 = torch.diag_embed(1 / Sb.diagonal(dim1=-2, dim2=-1))
         else:
-            T0 = Theta0[b[:, :1, None], rows, cols]
-        Tb, gb, it = _newton(Sb, _weights(lam[b[:, 0]], m), T0, tol, max_iter)
-        Theta[b[:, :1, None], rows, cols] = Tb
+            T0 = torch.where(pair, Theta0[bb, rows, cols], eye)
+        Tb, gb, it = _newton(Sb, _weights(lam[b[:, 0]], M), T0, tol * m / M, max_iter,
+                             homotopy=Theta0 is None)
+        bb, rows, cols = (t.expand(pair.shape)[pair] for t in (bb, rows, cols))
+        Theta[bb, rows, cols] = Tb[pair]
         gap.index_add_(0, b[:, 0], gb)
         n_iter = max(n_iter, it)
     return Theta, gap, n_iter
