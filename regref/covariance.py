@@ -244,10 +244,13 @@ def _newton_cg_step(S, Lam, Theta, W, nonpos=False, cg_iter=100, cg_rtol=1e-2):
     conjugate gradients reduce its residual by ``cg_rtol`` or run ``cg_iter`` steps, each
     with four matrix products: the Hessian :math:`D \mapsto WDW` and the preconditioner
     :math:`R \mapsto \Theta R\Theta`, the inverse of the Hessian on all entries, restricted
-    to the free ones (exact when every entry is free). Then :math:`\Theta + \alpha D`, with
-    entries that cross zero set to zero, is halved until its Cholesky factor exists and
-    :math:`P` decreases enough. ``Theta`` must be positive definite. Returns the new
-    ``Theta`` (the old one where no step is accepted), its objective and its inverse.
+    to the free ones (exact when every entry is free). Zeros that the solution moves against
+    their sign leave the free set and the model is solved again from there (projecting
+    them instead makes the direction inconsistent: long line searches). Then
+    :math:`\Theta + \alpha D`, with entries that cross zero set to zero, is halved until its
+    Cholesky factor exists and :math:`P` decreases enough. ``Theta`` must be positive
+    definite. Returns the new ``Theta`` (the old one where no step is accepted), its
+    objective and its inverse.
     """
     def objective(T):
         chol, fail = torch.linalg.cholesky_ex(T)
@@ -258,26 +261,34 @@ def _newton_cg_step(S, Lam, Theta, W, nonpos=False, cg_iter=100, cg_rtol=1e-2):
     def dot(A, B):
         return (A * B).sum((-2, -1), keepdim=True)
 
+    def conjugate_gradients(D, free, rz0=None):  # on the free entries, from D
+        r = torch.where(free, -g - W @ D @ W, 0) if rz0 is not None else -g
+        z = torch.where(free, Theta @ r @ Theta, 0)
+        v, rz = z, dot(r, z)
+        rz0 = rz if rz0 is None else rz0
+        for _ in range(cg_iter):
+            if bool((rz <= cg_rtol ** 2 * rz0).all()):
+                break
+            Hv = torch.where(free, W @ v @ W, 0)
+            a = torch.where(rz > 0, rz / dot(v, Hv), 0)
+            D, r = D + a * v, r - a * Hv
+            z = torch.where(free, Theta @ r @ Theta, 0)
+            rz, rz_old = dot(r, z), rz
+            v = z + torch.where(rz_old > 0, rz / rz_old, 0) * v
+        return D, rz0
+
     G = S - W
     leave = -torch.ones_like(G) if nonpos else -G.sign()  # the way a zero would move
     sigma = torch.where(Theta != 0, Theta.sign(), leave)
     diagonal = torch.eye(S.shape[-1], dtype=torch.bool, device=S.device)
     free = (Theta != 0) | (-sigma * G > Lam) | diagonal
     g = torch.where(free, G + Lam * sigma, 0)  # the gradient of P on the free orthant face
-    D, r = torch.zeros_like(Theta), -g
-    z = torch.where(free, Theta @ r @ Theta, 0)
-    v, rz = z, dot(r, z)
-    rz0 = rz
-    for _ in range(cg_iter):
-        Hv = torch.where(free, W @ v @ W, 0)
-        a = torch.where(rz > 0, rz / dot(v, Hv), 0)
-        D, r = D + a * v, r - a * Hv
-        z = torch.where(free, Theta @ r @ Theta, 0)
-        rz, rz_old = dot(r, z), rz
-        if bool((rz <= cg_rtol ** 2 * rz0).all()):
-            break
-        v = z + torch.where(rz_old > 0, rz / rz_old, 0) * v
-    D = torch.where((Theta == 0) & (D * sigma < 0), 0, (D + D.mT) / 2)  # zeros leave along sigma
+    D, rz0 = conjugate_gradients(torch.zeros_like(Theta), free)
+    wrong = (Theta == 0) & (D * sigma < 0)  # zeros the model moves against their sign
+    if bool(wrong.any()):  # stay at zero: solve again without them
+        free, g = free & ~wrong, torch.where(wrong, 0, g)
+        D, _ = conjugate_gradients(torch.where(wrong, 0, D), free, rz0)
+    D = torch.where((Theta == 0) & (D * sigma < 0), 0, (D + D.mT) / 2)
     value = objective(Theta)[0]
     alpha = torch.ones_like(value)
     for _ in range(60):
