@@ -56,6 +56,7 @@ __all__ = [
 
 _NEAR_GAP = 1e-3  # relative gap below which a stalled gap is the rounding floor
 _SMALL = 32  # blocks up to this size share one batched solve (padded): overhead-bound
+_HOMOTOPY = 0.6  # ratio of successive strengths on the way down from a cold start
 _CG_ITER = 100  # conjugate-gradient steps per Newton-CG step, at most
 _STALL = 5  # Newton steps near the optimum without a 10% smaller gap: the rounding floor
 
@@ -244,7 +245,8 @@ def _newton_cg_step(S, Lam, Theta, W, nonpos=False, cg_iter=100, cg_rtol=1e-2):
     conjugate gradients reduce its residual by ``cg_rtol`` or run ``cg_iter`` steps, each
     with four matrix products: the Hessian :math:`D \mapsto WDW` and the preconditioner
     :math:`R \mapsto \Theta R\Theta`, the inverse of the Hessian on all entries, restricted
-    to the free ones (exact when every entry is free). Zeros that the solution moves against
+    to the free ones (exact when every entry is free); in float32 when the input is float64
+    and ``cg_rtol >= 1e-2`` (enough digits, twice the speed). Zeros that the solution moves against
     their sign leave the free set and the model is solved again from there (projecting
     them instead makes the direction inconsistent: long line searches). Then
     :math:`\Theta + \alpha D`, with entries that cross zero set to zero, is halved until its
@@ -261,18 +263,24 @@ def _newton_cg_step(S, Lam, Theta, W, nonpos=False, cg_iter=100, cg_rtol=1e-2):
     def dot(A, B):
         return (A * B).sum((-2, -1), keepdim=True)
 
+    low = torch.float32 if S.dtype == torch.float64 and cg_rtol >= 1e-2 else S.dtype
+    W_, Theta_ = W.to(low), Theta.to(low)  # float32 carries a loose solve, at twice the speed
+
+    def product(A, X, free):  # A X A on the free entries
+        return torch.where(free, (A @ X.to(low) @ A).to(S.dtype), 0)
+
     def conjugate_gradients(D, free, rz0=None):  # on the free entries, from D
-        r = torch.where(free, -g - W @ D @ W, 0) if rz0 is not None else -g
-        z = torch.where(free, Theta @ r @ Theta, 0)
+        r = torch.where(free, -g, 0) - product(W_, D, free) if rz0 is not None else -g
+        z = product(Theta_, r, free)
         v, rz = z, dot(r, z)
         rz0 = rz if rz0 is None else rz0
         for _ in range(cg_iter):
             if bool((rz <= cg_rtol ** 2 * rz0).all()):
                 break
-            Hv = torch.where(free, W @ v @ W, 0)
+            Hv = product(W_, v, free)
             a = torch.where(rz > 0, rz / dot(v, Hv), 0)
             D, r = D + a * v, r - a * Hv
-            z = torch.where(free, Theta @ r @ Theta, 0)
+            z = product(Theta_, r, free)
             rz, rz_old = dot(r, z), rz
             v = z + torch.where(rz_old > 0, rz / rz_old, 0) * v
         return D, rz0
@@ -314,7 +322,7 @@ def _newton(S, Lam, Theta, tol, max_iter, nonpos=False, homotopy=False):
     conjugate gradients stopped at a relative residual of :math:`\min(0.3,
     \sqrt{\text{gap}/m})` (inexact far from the optimum, superlinear near it). With
     ``homotopy`` (a cold start at the diagonal solution) the first steps use the weights
-    scaled by :math:`c_k = \max(1, c_0 2^{-k})`, :math:`c_0 \Lambda` the largest
+    scaled by :math:`c_k = \max(1, c_0 0.6^k)`, :math:`c_0 \Lambda` the largest
     :math:`|S_{ij}|`: one Newton step per strength on the way down, each from a point near
     its solution, instead of long line searches on the dense model far from the optimum.
     The duality gap of every problem is computed before each step; problems whose gap is
@@ -351,7 +359,7 @@ def _newton(S, Lam, Theta, tol, max_iter, nonpos=False, homotopy=False):
         if n_iter >= max_iter or not bool(keep.any()):
             return Theta, gap, n_iter
         live = live[keep]
-        scale[live] = (scale[live] / 2).clamp(min=1.0)
+        scale[live] = (scale[live] * _HOMOTOPY).clamp(min=1.0)
         rtol = min(0.3, math.sqrt(max(float(g[keep].max()), 0.0) / m))
         Theta[live], _, W[live] = _newton_cg_step(
             S[live], Lam[live] * scale[live, None, None], Theta[live], W[live], nonpos,
