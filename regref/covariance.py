@@ -41,6 +41,8 @@ from ._core import (
     check_strength,
     check_symmetric,
     check_tol,
+    fista,
+    soft,
     warn_not_converged,
 )
 
@@ -54,10 +56,11 @@ __all__ = [
     "edge_recovery",
 ]
 
-_NEAR_GAP = 1e-3  # relative gap below which a stalled gap is the rounding floor
+_NEAR_GAP = 1e-3  # relative gap: below, a stall is the rounding floor and Newton-CG is kept
 _SMALL = 32  # blocks up to this size share one batched solve (padded): overhead-bound
 _HOMOTOPY = 0.6  # ratio of successive strengths on the way down from a cold start
-_CG_ITER = 100  # conjugate-gradient steps per Newton-CG step, at most
+_CG_ITER = 100  # conjugate-gradient steps per Newton-CG solve, at most
+_FALLBACK = 15  # Newton-CG steps after which proximal Newton takes over far from the optimum
 _STALL = 5  # Newton steps near the optimum without a 10% smaller gap: the rounding floor
 
 
@@ -230,7 +233,66 @@ def duality_gap(S, Theta, lam) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- the core
 
-def _newton_cg_step(S, Lam, Theta, W, nonpos=False, cg_iter=100, cg_rtol=1e-2):
+def _prox_newton_step(S, Lam, Theta, nonpos=False, max_inner=2000, inner_rtol=1e-3):
+    r"""One proximal Newton step on a batch of graphical lassos. The part to copy (with
+    :func:`regref._core.fista` and :func:`regref._core.soft`, which it calls).
+
+    Objective, for ``S``, ``Lam`` (weights, zero diagonal) and ``Theta`` of shape (K, m, m):
+    :math:`P(\Theta) = -\log\det\Theta + \operatorname{tr}(S\Theta) + \sum_{ij}\Lambda_{ij}
+    |\Theta_{ij}|`; with ``nonpos``, :math:`\Theta_{ij} \le 0` off the diagonal as well.
+    With :math:`W = \Theta^{-1}`, FISTA minimizes the quadratic model
+    :math:`\langle S - W, Z - \Theta\rangle + \frac12\operatorname{tr}(W(Z-\Theta)W(Z-\Theta))`
+    plus the penalty (Jacobi-scaled, so the scaled :math:`W` has a unit diagonal; one
+    problem per column of ``m*m`` entries) until its prox-gradient step is ``inner_rtol``
+    times the first; then :math:`\Theta + \alpha(Z - \Theta)` is halved until its
+    Cholesky factor exists and :math:`P` decreases enough. ``Theta`` must be positive
+    definite. Returns the new ``Theta`` (the old one where no step is accepted) and its
+    objective.
+    """
+    def objective(T):
+        chol, fail = torch.linalg.cholesky_ex(T)
+        pen = (Lam * (-T if nonpos else T.abs())).sum((-2, -1))
+        val = -2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1) + (S * T).sum((-2, -1)) + pen
+        return torch.where(fail == 0, val, torch.inf), pen
+
+    K, m = S.shape[0], S.shape[-1]
+    off_diagonal = ~torch.eye(m, dtype=torch.bool, device=S.device)
+    W = torch.cholesky_inverse(torch.linalg.cholesky(Theta))
+    d = ((W + W.mT) / 2).diagonal(dim1=-2, dim2=-1).sqrt()
+    dd = d[:, :, None] * d[:, None, :]
+    Wc, grad, start, weight = W / dd, (S - W) / dd, Theta * dd, Lam / dd  # scaled problem
+    columns, matrices = (lambda A: A.reshape(K, m * m).T), (lambda Z: Z.T.reshape(K, m, m))
+
+    def gradient(Z):  # of the quadratic model, one problem per column
+        H = Wc @ (matrices(Z) - start) @ Wc
+        return columns(grad + (H + H.mT) / 2)
+
+    def prox(V, step):
+        V, t = matrices(V), step.reshape(K, 1, 1) * weight
+        off = torch.minimum(V + t, torch.zeros_like(V)) if nonpos else soft(V, t)
+        return columns(torch.where(off_diagonal, off, V))
+
+    def prox_step(Z):  # the prox-gradient step's length: zero at the model's minimizer
+        return (prox(Z - step * gradient(Z), step) - Z).norm(dim=0)
+
+    step = (1 / torch.linalg.eigvalsh(Wc)[:, -1] ** 2)[None, :]
+    Z0 = columns(start)
+    Z, _, _ = fista(gradient, prox, prox_step, Z0, step, inner_rtol * prox_step(Z0), max_inner)
+    D = matrices(Z) / dd - Theta
+    value, pen = objective(Theta)
+    decrease = ((S - W) * D).sum((-2, -1)) + objective(Theta + D)[1] - pen  # model's slope
+    alpha = torch.ones_like(value)
+    for _ in range(60):
+        new_value = objective(Theta + alpha[:, None, None] * D)[0]
+        ok = new_value <= value + 1e-4 * alpha * decrease.clamp(max=0) + 1e-13 * value.abs()
+        if bool(ok.all()):
+            break
+        alpha = torch.where(ok, alpha, alpha / 2)
+    alpha = torch.where(ok, alpha, 0.0)
+    return Theta + alpha[:, None, None] * D, torch.where(ok, new_value, value)
+
+
+def _newton_cg_step(S, Lam, Theta, W, nonpos=False, cg_iter=100, cg_rtol=1e-2, passes=5):
     r"""One orthant-wise Newton-CG step on a batch of graphical lassos. The part to copy.
 
     Objective, for ``S``, ``Lam`` (weights, zero diagonal) and ``Theta`` of shape (K, m, m):
@@ -247,8 +309,9 @@ def _newton_cg_step(S, Lam, Theta, W, nonpos=False, cg_iter=100, cg_rtol=1e-2):
     :math:`R \mapsto \Theta R\Theta`, the inverse of the Hessian on all entries, restricted
     to the free ones (exact when every entry is free); in float32 when the input is float64
     and ``cg_rtol >= 1e-2`` (enough digits, twice the speed). Zeros that the solution moves against
-    their sign leave the free set and the model is solved again from there (projecting
-    them instead makes the direction inconsistent: long line searches). Then
+    their sign leave the free set and the model is solved again from there, at most
+    ``passes`` times (projecting them instead makes the direction inconsistent: long line
+    searches). Then
     :math:`\Theta + \alpha D`, with entries that cross zero set to zero, is halved until its
     Cholesky factor exists and :math:`P` decreases enough. ``Theta`` must be positive
     definite. Returns the new ``Theta`` (the old one where no step is accepted), its
@@ -266,23 +329,23 @@ def _newton_cg_step(S, Lam, Theta, W, nonpos=False, cg_iter=100, cg_rtol=1e-2):
     low = torch.float32 if S.dtype == torch.float64 and cg_rtol >= 1e-2 else S.dtype
     W_, Theta_ = W.to(low), Theta.to(low)  # float32 carries a loose solve, at twice the speed
 
-    def product(A, X, free):  # A X A on the free entries
-        return torch.where(free, (A @ X.to(low) @ A).to(S.dtype), 0)
+    def product(A, X, mask):  # A X A on the free entries (mask: 1 there, 0 elsewhere)
+        return (A @ X.to(low) @ A).to(S.dtype).mul_(mask)
 
-    def conjugate_gradients(D, free, rz0=None):  # on the free entries, from D
-        r = torch.where(free, -g, 0) - product(W_, D, free) if rz0 is not None else -g
-        z = product(Theta_, r, free)
+    def conjugate_gradients(D, mask, rz0=None):  # on the free entries, from D
+        r = -g if rz0 is None else -g - product(W_, D, mask)
+        z = product(Theta_, r, mask)
         v, rz = z, dot(r, z)
         rz0 = rz if rz0 is None else rz0
         for _ in range(cg_iter):
             if bool((rz <= cg_rtol ** 2 * rz0).all()):
                 break
-            Hv = product(W_, v, free)
+            Hv = product(W_, v, mask)
             a = torch.where(rz > 0, rz / dot(v, Hv), 0)
-            D, r = D + a * v, r - a * Hv
-            z = product(Theta_, r, free)
+            D, r = torch.addcmul(D, a, v), torch.addcmul(r, a, Hv, value=-1)
+            z = product(Theta_, r, mask)
             rz, rz_old = dot(r, z), rz
-            v = z + torch.where(rz_old > 0, rz / rz_old, 0) * v
+            v = torch.addcmul(z, torch.where(rz_old > 0, rz / rz_old, 0), v)
         return D, rz0
 
     G = S - W
@@ -291,17 +354,19 @@ def _newton_cg_step(S, Lam, Theta, W, nonpos=False, cg_iter=100, cg_rtol=1e-2):
     diagonal = torch.eye(S.shape[-1], dtype=torch.bool, device=S.device)
     free = (Theta != 0) | (-sigma * G > Lam) | diagonal
     g = torch.where(free, G + Lam * sigma, 0)  # the gradient of P on the free orthant face
-    D, rz0 = conjugate_gradients(torch.zeros_like(Theta), free)
-    wrong = (Theta == 0) & (D * sigma < 0)  # zeros the model moves against their sign
-    if bool(wrong.any()):  # stay at zero: solve again without them
-        free, g = free & ~wrong, torch.where(wrong, 0, g)
-        D, _ = conjugate_gradients(torch.where(wrong, 0, D), free, rz0)
+    D, rz0 = conjugate_gradients(torch.zeros_like(Theta), free.to(S.dtype))
+    for _ in range(passes):
+        wrong = (Theta == 0) & (D * sigma < 0)  # zeros the model moves against their sign
+        if not bool(wrong.any()):
+            break
+        free, g = free & ~wrong, g.masked_fill(wrong, 0)  # they stay: solve again without
+        D, _ = conjugate_gradients(D.masked_fill(wrong, 0), free.to(S.dtype), rz0)
     D = torch.where((Theta == 0) & (D * sigma < 0), 0, (D + D.mT) / 2)
     value = objective(Theta)[0]
     alpha = torch.ones_like(value)
     for _ in range(60):
         T = Theta + alpha[:, None, None] * D
-        T = torch.where(T * sigma < 0, 0, T)  # entries that cross zero stop at zero
+        T = T.masked_fill_(T * sigma < 0, 0)  # entries that cross zero stop at zero
         new_value, chol = objective(T)
         ok = new_value <= value + 1e-4 * dot(g, T - Theta)[:, 0, 0] + 1e-13 * value.abs()
         if bool(ok.all()):
@@ -341,29 +406,40 @@ def _newton(S, Lam, Theta, tol, max_iter, nonpos=False, homotopy=False):
         scale = ((S.abs().masked_fill(is_diag, 0).amax((-2, -1)) / top)
                  .nan_to_num(1.0).clamp(min=1.0))
     W = torch.cholesky_inverse(torch.linalg.cholesky(Theta))
-    W = (W + W.mT) / 2
     gap = torch.full((K,), torch.inf, dtype=S.dtype, device=S.device)
-    best = gap.clone()
-    since = torch.zeros(K, dtype=torch.long, device=S.device)
-    live = torch.arange(K, device=S.device)
+    best, since = gap.clone(), torch.zeros(K, dtype=torch.long, device=S.device)
+    idx = torch.arange(K, device=S.device)
+    live = (S, Lam, hi, Theta.clone(), (W + W.mT) / 2, scale, target, best, since, idx)
     n_iter = 0
-    while True:
-        g = _gap(S[live], Lam[live], hi[live], Theta[live], W[live], nonpos)
-        gap[live] = g
+    while True:  # the live problems are kept contiguous: no gather per step
+        S_, Lam_, hi_, T_, W_, scale_, target_, best_, since_, idx_ = live
+        g = _gap(S_, Lam_, hi_, T_, W_, nonpos)
         # the gap need not decrease monotonically far from the optimum (the objective does):
         # only count a stall near the optimum, where the rounding floor is the limit
-        improved = (g < 0.9 * best[live]) | ~torch.isfinite(g) | (g > _NEAR_GAP * m)
-        best[live] = torch.where(improved, g, best[live])
-        since[live] = torch.where(improved, 0, since[live] + 1)
-        keep = ((g > target[live]) | (scale[live] > 1)) & (since[live] < _STALL)
-        if n_iter >= max_iter or not bool(keep.any()):
-            return Theta, gap, n_iter
-        live = live[keep]
-        scale[live] = (scale[live] * _HOMOTOPY).clamp(min=1.0)
-        rtol = min(0.3, math.sqrt(max(float(g[keep].max()), 0.0) / m))
-        Theta[live], _, W[live] = _newton_cg_step(
-            S[live], Lam[live] * scale[live, None, None], Theta[live], W[live], nonpos,
-            _CG_ITER, rtol)
+        improved = (g < 0.9 * best_) | ~torch.isfinite(g) | (g > _NEAR_GAP * m)
+        best_ = torch.where(improved, g, best_)
+        since_ = torch.where(improved, 0, since_ + 1)
+        keep = ((g > target_) | (scale_ > 1)) & (since_ < _STALL)
+        if n_iter >= max_iter or not bool(keep.all()):  # some leave: write them back
+            Theta[idx_], gap[idx_] = T_, g
+            if n_iter >= max_iter or not bool(keep.any()):
+                return Theta, gap, n_iter
+            live = tuple(t[keep] for t in (S_, Lam_, hi_, T_, W_, scale_, target_, best_,
+                                           since_, idx_))
+            S_, Lam_, hi_, T_, W_, scale_, target_, best_, since_, idx_ = live
+            g = g[keep]
+        scale_ = (scale_ * _HOMOTOPY).clamp(min=1.0)
+        rtol = min(0.3, math.sqrt(max(float(g.max()), 0.0) / m))
+        Lam_k = Lam_ * scale_[:, None, None] if homotopy else Lam_
+        late = n_iter - _FALLBACK
+        if late >= 0 and rtol > math.sqrt(_NEAR_GAP):  # slow and far: proximal Newton
+            T_, _ = _prox_newton_step(S_, Lam_k, T_, nonpos, min(2000, 20 * 2 ** late),
+                                      max(1e-2 * 0.3 ** late, 1e-3))
+            W_ = torch.cholesky_inverse(torch.linalg.cholesky(T_))
+            W_ = (W_ + W_.mT) / 2
+        else:
+            T_, _, W_ = _newton_cg_step(S_, Lam_k, T_, W_, nonpos, _CG_ITER, rtol)
+        live = (S_, Lam_, hi_, T_, W_, scale_, target_, best_, since_, idx_)
         n_iter += 1
 
 
