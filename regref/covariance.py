@@ -385,7 +385,9 @@ def _newton(S, Lam, Theta, tol, max_iter, nonpos=False, homotopy=False):
     ``S`` (K, m, m), ``Lam`` (K, m, m) off-diagonal weights (zero diagonal), ``Theta``
     (K, m, m) a positive-definite start. Each outer step is :func:`_newton_cg_step`, its
     conjugate gradients stopped at a relative residual of :math:`\min(0.3,
-    \sqrt{\text{gap}/m})` (inexact far from the optimum, superlinear near it). With
+    \max(\sqrt{\text{gap}/m}, 0.1\,\text{target}/\text{gap}))` (inexact far from the
+    optimum, superlinear near it, and never more accurate than the last step to the
+    target needs: the gap falls by about the square of that residual). With
     ``homotopy`` (a cold start at the diagonal solution) the first steps use the weights
     scaled by :math:`c_k = \max(1, c_0 0.6^k)`, :math:`c_0 \Lambda` the largest
     :math:`|S_{ij}|`: one Newton step per strength on the way down, each from a point near
@@ -429,7 +431,8 @@ def _newton(S, Lam, Theta, tol, max_iter, nonpos=False, homotopy=False):
             S_, Lam_, hi_, T_, W_, scale_, target_, best_, since_, idx_ = live
             g = g[keep]
         scale_ = (scale_ * _HOMOTOPY).clamp(min=1.0)
-        rtol = min(0.3, math.sqrt(max(float(g.max()), 0.0) / m))
+        gap_max = max(float(g.max()), 1e-300) / m  # no more accurate than the target needs:
+        rtol = min(0.3, max(math.sqrt(gap_max), 0.1 * float(target_.min()) / m / gap_max))
         Lam_k = Lam_ * scale_[:, None, None] if homotopy else Lam_
         late = n_iter - _FALLBACK
         if late >= 0 and rtol > math.sqrt(_NEAR_GAP):  # slow and far: proximal Newton
