@@ -11,10 +11,11 @@ covariance :math:`S \succeq 0` with a positive diagonal:
         \ -\log\det\Theta + \operatorname{tr}(S\Theta)
         + \textstyle\sum_{i \ne j}\Lambda_{ij}|\Theta_{ij}| .
 
-Both are solved by one batched core, a proximal Newton method (each step minimizes the
-quadratic model of the log-det term plus the penalty, by FISTA on matrix products) with
-a Cholesky line search that keeps every iterate positive definite, finished near the
-optimum by Newton-CG steps on the free entries. Every solve is
+Both are solved by one batched core, an orthant-wise Newton method: each step solves the
+quadratic model of the log-det term on the free entries (the penalty is linear on the
+orthant of their signs) by conjugate gradients preconditioned with the inverse Hessian,
+with a Cholesky line search that keeps every iterate positive definite; proximal Newton
+steps (FISTA on the model) take over where the free set keeps changing. Every solve is
 certified by the **duality gap** against the box-constrained log-det dual
 :math:`\max\{\log\det(S + U) + p\}` (:func:`duality_gap`); the certificate a solver
 reports is the relative gap, gap / :math:`p` (:math:`p` is the value of
@@ -624,13 +625,16 @@ def graphical_lasso(S, lam, *, tol=None, max_iter=10_000, screen=True, Theta0=No
     Algorithm: with ``screen`` (default), the connected components of
     :math:`\{|S_{ij}| > \lambda\}` are found (:func:`components`) and each block is solved
     on its own, since :math:`\hat\Theta` is block diagonal along them; isolated variables
-    get :math:`1/S_{ii}`, and all blocks of one size (across a batch too) go through one
-    batched proximal Newton solve: each step minimizes the quadratic model of
-    :math:`-\log\det` plus the penalty by FISTA (two matrix products per step), then a
-    Cholesky line search keeps every iterate positive definite (the step is
-    ``_prox_newton_step``, the part to copy); near the optimum Newton steps on the free
-    entries, solved by conjugate gradients (``_newton_cg_step``), finish. Cost per inner
-    step :math:`O(\sum_k m_k^3)` over block sizes :math:`m_k` instead of :math:`O(p^3)`.
+    get :math:`1/S_{ii}`, and blocks of similar sizes (across a batch too, padded to one
+    size) go through one batched solve: orthant-wise Newton steps from the diagonal
+    solution, the strength coming down from :math:`\max_{i \ne j}|S_{ij}|` by 0.6 per step;
+    each solves the Newton model on the free entries (where the penalty is linear) by
+    conjugate gradients, four matrix products per step, preconditioned by
+    :math:`R \mapsto \Theta R\Theta` (``_newton_cg_step``, the part to copy), and a
+    Cholesky line search keeps every iterate positive definite. Where the free set keeps
+    changing (after 15 steps far from the optimum), proximal Newton steps, FISTA on the
+    model (``_prox_newton_step``), take over until the gap is small. Cost per CG step
+    :math:`O(\sum_k m_k^3)` over block sizes :math:`m_k` instead of :math:`O(p^3)`.
     Derived in chapter 06.
 
     Certificate: the **relative duality gap** :math:`\text{gap}/p`, where the gap (summed
@@ -651,14 +655,14 @@ def graphical_lasso(S, lam, *, tol=None, max_iter=10_000, screen=True, Theta0=No
     tol : float, optional
         Relative duality gap to reach; default 1e-12 (float64), 1e-5 (float32).
     max_iter : int
-        Proximal Newton steps per block size (the outer iterations), a positive int.
+        Newton steps per batch of blocks (the outer iterations), a positive int.
     screen : bool
         Split into connected components first (exact, never changes the answer).
     Theta0 : tensor, optional
         Positive-definite warm start, shape of ``S`` (converted to its dtype and device).
     return_info : bool
         Also return ``regref.Info(n_iter, converged, certificate)``: worst relative gap
-        over a batch, ``n_iter`` the most Newton steps over block sizes.
+        over a batch, ``n_iter`` the most Newton steps over batches of blocks.
 
     Returns
     -------
@@ -731,7 +735,7 @@ def graphical_lasso_path(S, lams, *, tol=None, max_iter=10_000, screen=True,
     tol : float, optional
         Relative duality gap for every strength; default 1e-12 (float64), 1e-5 (float32).
     max_iter : int
-        Proximal Newton steps per block size, for each strength.
+        Newton steps per batch of blocks, for each strength.
     screen : bool
         Split into connected components first.
     return_info : bool
@@ -795,9 +799,11 @@ def mtp2_precision(S, lam=0.0, *, n_stages=1, penalty="mcp", gamma=2.0, a=3.7, t
     as soon as :math:`S` has a positive diagonal and :math:`S_{ij} < \sqrt{S_{ii}S_{jj}}`
     (e.g. two distinct observations).
 
-    Algorithm: the proximal Newton core of :func:`graphical_lasso` with the prox of a linear
-    penalty on :math:`\Theta_{ij} \le 0`, :math:`\min(z + t\Lambda_{ij}, 0)`, and a Cholesky
-    line search, batched over a leading dimension of ``S``. Cost :math:`O(p^3)` per inner
+    Algorithm: the Newton core of :func:`graphical_lasso` on the orthant
+    :math:`\Theta_{ij} \le 0` (a zero is free only when :math:`G_{ij} > \Lambda_{ij}`; its
+    proximal Newton fallback uses the prox of a linear penalty on :math:`\Theta_{ij} \le 0`,
+    :math:`\min(z + t\Lambda_{ij}, 0)`), with a Cholesky line search, batched over a leading
+    dimension of ``S``, no homotopy. Cost :math:`O(p^3)` per conjugate-gradient (or inner)
     step. Certificate: the relative duality gap (gap / p) of the last stage, against
     :math:`\max \log\det(S + U) + p` over :math:`U_{ij} \ge -\Lambda_{ij}`,
     :math:`U_{ii} = 0`, at the returned :math:`\Theta`; ``converged`` is
@@ -820,7 +826,7 @@ def mtp2_precision(S, lam=0.0, *, n_stages=1, penalty="mcp", gamma=2.0, a=3.7, t
     tol : float, optional
         Relative duality gap of each stage; default 1e-12 (float64), 1e-5 (float32).
     max_iter : int
-        Proximal Newton steps per stage (the outer iterations), a positive int.
+        Newton steps per stage (the outer iterations), a positive int.
     return_info : bool
         Also return ``regref.Info``: ``n_iter`` the Newton steps summed over the stages,
         ``certificate`` and ``converged`` those of the last stage (worst over a batch).
