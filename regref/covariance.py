@@ -59,6 +59,7 @@ __all__ = [
 
 _NEAR_GAP = 1e-3  # relative gap: below, a stall is the rounding floor and Newton-CG is kept
 _SMALL = 32  # blocks up to this size share one batched solve (padded): overhead-bound
+_TIGHT = 1e-10  # relative target gap at or below which the last Newton steps overshoot
 _HOMOTOPY = 0.6  # ratio of successive strengths on the way down from a cold start
 _CG_ITER = 100  # conjugate-gradient steps per Newton-CG solve, at most
 _FALLBACK = 15  # Newton-CG steps after which proximal Newton takes over far from the optimum
@@ -385,17 +386,17 @@ def _newton(S, Lam, Theta, tol, max_iter, nonpos=False, homotopy=False):
 
     ``S`` (K, m, m), ``Lam`` (K, m, m) off-diagonal weights (zero diagonal), ``Theta``
     (K, m, m) a positive-definite start. Each outer step is :func:`_newton_cg_step`, its
-    conjugate gradients stopped at a relative residual of :math:`\min(0.3,
-    \max(\sqrt{\text{gap}/m}, 0.1\,\text{target}/\text{gap}))` (inexact far from the
-    optimum, superlinear near it, and never more accurate than the last step to the
-    target needs: the gap falls by about the square of that residual). With
+    conjugate gradients stopped at the relative residual :func:`_cg_rtol` gives (inexact
+    far from the optimum, superlinear near it). With
     ``homotopy`` (a cold start at the diagonal solution) the first steps use the weights
     scaled by :math:`c_k = \max(1, c_0 0.6^k)`, :math:`c_0 \Lambda` the largest
     :math:`|S_{ij}|`: one Newton step per strength on the way down, each from a point near
     its solution, instead of long line searches on the dense model far from the optimum.
     The duality gap of every problem is computed before each step; problems whose gap is
-    below ``tol * m`` (``tol`` a float or one per problem), or that stalled at their rounding
-    floor, leave the batch. Returns
+    below ``tol * m`` (``tol`` a float or one per problem; a tight ``tol``, at most
+    :data:`_TIGHT`, is overshot by 1e3 unless a step stalls, since the gap bounds the error
+    of the entries only by its square root), or that stalled at their rounding floor, leave
+    the batch. Returns
     ``(Theta, gap, n_iter)``: ``gap`` is the absolute duality gap at the returned
     ``Theta``, ``n_iter`` the number of outer steps.
     """
@@ -422,7 +423,10 @@ def _newton(S, Lam, Theta, tol, max_iter, nonpos=False, homotopy=False):
         improved = (g < 0.9 * best_) | ~torch.isfinite(g) | (g > _NEAR_GAP * m)
         best_ = torch.where(improved, g, best_)
         since_ = torch.where(improved, 0, since_ + 1)
-        keep = ((g > target_) | (scale_ > 1)) & (since_ < _STALL)
+        # a tight target (the default) is overshot by a factor 1e3 unless the last step
+        # stalled: the gap bounds the error of the entries only by its square root
+        done = (g <= target_) & ((target_ > _TIGHT * m) | (g <= 1e-3 * target_) | (since_ > 0))
+        keep = (~done | (scale_ > 1)) & (since_ < _STALL)
         if n_iter >= max_iter or not bool(keep.all()):  # some leave: write them back
             Theta[idx_], gap[idx_] = T_, g
             if n_iter >= max_iter or not bool(keep.any()):
@@ -432,8 +436,7 @@ def _newton(S, Lam, Theta, tol, max_iter, nonpos=False, homotopy=False):
             S_, Lam_, hi_, T_, W_, scale_, target_, best_, since_, idx_ = live
             g = g[keep]
         scale_ = (scale_ * _HOMOTOPY).clamp(min=1.0)
-        gap_max = max(float(g.max()), 1e-300) / m  # no more accurate than the target needs:
-        rtol = min(0.3, max(math.sqrt(gap_max), 0.1 * float(target_.min()) / m / gap_max))
+        rtol = _cg_rtol(max(float(g.max()), 1e-300) / m, float(target_.min()) / m)
         Lam_k = Lam_ * scale_[:, None, None] if homotopy else Lam_
         late = n_iter - _FALLBACK
         if late >= 0 and rtol > math.sqrt(_NEAR_GAP):  # slow and far: proximal Newton
@@ -445,6 +448,16 @@ def _newton(S, Lam, Theta, tol, max_iter, nonpos=False, homotopy=False):
             T_, _, W_ = _newton_cg_step(S_, Lam_k, T_, W_, nonpos, _CG_ITER, rtol)
         live = (S_, Lam_, hi_, T_, W_, scale_, target_, best_, since_, idx_)
         n_iter += 1
+
+
+def _cg_rtol(gap, target):
+    r"""CG's relative residual for a step from relative gap ``gap``: the gap falls by about
+    its square. Far from the optimum :math:`\sqrt{\text{gap}}`; a loose ``target`` is not
+    overshot (at least ``0.1 target / gap``); a tight one (the default) is, with ``gap``
+    near the optimum: the entries are then accurate well beyond what the gap proves."""
+    if target > _TIGHT:
+        return min(0.3, max(math.sqrt(gap), 0.1 * target / gap))
+    return min(0.3, math.sqrt(gap) if gap > _NEAR_GAP else gap)
 
 
 def _gap(S, Lam, hi, Theta, W, nonpos):
