@@ -310,7 +310,7 @@ def _newton_cg_step(S, Lam, Theta, W, nonpos=False, cg_iter=100, cg_rtol=1e-2, p
     with four matrix products: the Hessian :math:`D \mapsto WDW` and the preconditioner
     :math:`R \mapsto \Theta R\Theta`, the inverse of the Hessian on all entries, restricted
     to the free ones (exact when every entry is free); in float32 when the input is float64
-    and ``cg_rtol >= 1e-2`` (enough digits, twice the speed). Zeros that the solution moves against
+    and ``cg_rtol >= 1e-3`` (enough digits, twice the speed). Zeros that the solution moves against
     their sign leave the free set and the model is solved again from there, at most
     ``passes`` times (projecting them instead makes the direction inconsistent: long line
     searches). Then
@@ -328,7 +328,7 @@ def _newton_cg_step(S, Lam, Theta, W, nonpos=False, cg_iter=100, cg_rtol=1e-2, p
     def dot(A, B):
         return (A * B).sum((-2, -1), keepdim=True)
 
-    low = torch.float32 if S.dtype == torch.float64 and cg_rtol >= 1e-2 else S.dtype
+    low = torch.float32 if S.dtype == torch.float64 and cg_rtol >= 1e-3 else S.dtype
     W_, Theta_ = W.to(low), Theta.to(low)  # float32 carries a loose solve, at twice the speed
 
     def product(A, X, mask):  # A X A on the free entries (mask: 1 there, 0 elsewhere)
