@@ -332,10 +332,11 @@ def _newton_cg_step(S, Lam, Theta, W, nonpos=False, cg_iter=100, cg_rtol=1e-2, p
     W_, Theta_ = W.to(low), Theta.to(low)  # float32 carries a loose solve, at twice the speed
 
     def product(A, X, mask):  # A X A on the free entries (mask: 1 there, 0 elsewhere)
-        return (A @ X.to(low) @ A).to(S.dtype).mul_(mask)
+        return (A @ X @ A).mul_(mask)
 
-    def conjugate_gradients(D, mask, rz0=None):  # on the free entries, from D
-        r = -g if rz0 is None else -g - product(W_, D, mask)
+    def conjugate_gradients(D, free, rz0=None):  # on the free entries, from D, all in low
+        mask, b, D = free.to(low), -g.to(low), D.to(low)
+        r = b if rz0 is None else b - product(W_, D, mask)
         z = product(Theta_, r, mask)
         v, rz = z, dot(r, z)
         rz0 = rz if rz0 is None else rz0
@@ -348,7 +349,7 @@ def _newton_cg_step(S, Lam, Theta, W, nonpos=False, cg_iter=100, cg_rtol=1e-2, p
             z = product(Theta_, r, mask)
             rz, rz_old = dot(r, z), rz
             v = torch.addcmul(z, torch.where(rz_old > 0, rz / rz_old, 0), v)
-        return D, rz0
+        return D.to(S.dtype), rz0
 
     G = S - W
     leave = -torch.ones_like(G) if nonpos else -G.sign()  # the way a zero would move
@@ -356,13 +357,13 @@ def _newton_cg_step(S, Lam, Theta, W, nonpos=False, cg_iter=100, cg_rtol=1e-2, p
     diagonal = torch.eye(S.shape[-1], dtype=torch.bool, device=S.device)
     free = (Theta != 0) | (-sigma * G > Lam) | diagonal
     g = torch.where(free, G + Lam * sigma, 0)  # the gradient of P on the free orthant face
-    D, rz0 = conjugate_gradients(torch.zeros_like(Theta), free.to(S.dtype))
+    D, rz0 = conjugate_gradients(torch.zeros_like(Theta), free)
     for _ in range(passes):
         wrong = (Theta == 0) & (D * sigma < 0)  # zeros the model moves against their sign
         if not bool(wrong.any()):
             break
         free, g = free & ~wrong, g.masked_fill(wrong, 0)  # they stay: solve again without
-        D, _ = conjugate_gradients(D.masked_fill(wrong, 0), free.to(S.dtype), rz0)
+        D, _ = conjugate_gradients(D.masked_fill(wrong, 0), free, rz0)
     D = torch.where((Theta == 0) & (D * sigma < 0), 0, (D + D.mT) / 2)
     value = objective(Theta)[0]
     alpha = torch.ones_like(value)
