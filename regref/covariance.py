@@ -294,6 +294,43 @@ def _prox_newton_step(S, Lam, Theta, nonpos=False, max_inner=2000, inner_rtol=1e
     return Theta + alpha[:, None, None] * D, torch.where(ok, new_value, value)
 
 
+def _conjugate_gradients(W, Theta, g, free, D, rz0, cg_rtol, cg_iter):
+    r"""Preconditioned conjugate gradients for Newton's model on the free entries: part of
+    the step to copy (:func:`_newton_cg_step` calls it).
+
+    Minimizes :math:`\langle g, D\rangle + \frac12\operatorname{tr}(WDWD)` over the
+    entries where ``free`` (K, m, m), from ``D``, preconditioned by :math:`R \mapsto
+    \Theta R\Theta` (the inverse of the Hessian on all entries, restricted: exact when every
+    entry is free): four matrix products per step, until the preconditioned residual is
+    ``cg_rtol`` times ``rz0`` (that of the first residual when None) or for ``cg_iter``
+    steps. In float32 for float64 input while ``cg_rtol >= 1e-3`` (enough digits, twice the
+    speed). Returns ``(D, rz0)``.
+    """
+    low = torch.float32 if g.dtype == torch.float64 and cg_rtol >= 1e-3 else g.dtype
+    W, Theta, mask, D, b = W.to(low), Theta.to(low), free.to(low), D.to(low), -g.to(low)
+
+    def dot(A, B):
+        return (A * B).sum((-2, -1), keepdim=True)
+
+    def product(A, X):  # A X A on the free entries
+        return (A @ X @ A).mul_(mask)
+
+    r = b if rz0 is None else b - product(W, D)
+    z = product(Theta, r)
+    v, rz = z, dot(r, z)
+    rz0 = rz if rz0 is None else rz0
+    for _ in range(cg_iter):
+        if bool((rz <= cg_rtol ** 2 * rz0).all()):
+            break
+        Hv = product(W, v)
+        a = torch.where(rz > 0, rz / dot(v, Hv), 0)
+        D, r = torch.addcmul(D, a, v), torch.addcmul(r, a, Hv, value=-1)
+        z = product(Theta, r)
+        rz, rz_old = dot(r, z), rz
+        v = torch.addcmul(z, torch.where(rz_old > 0, rz / rz_old, 0), v)
+    return D.to(g.dtype), rz0
+
+
 def _newton_cg_step(S, Lam, Theta, W, nonpos=False, cg_iter=100, cg_rtol=1e-2, passes=5):
     r"""One orthant-wise Newton-CG step on a batch of graphical lassos. The part to copy.
 
@@ -306,16 +343,13 @@ def _newton_cg_step(S, Lam, Theta, W, nonpos=False, cg_iter=100, cg_rtol=1e-2, p
     sign :math:`\sigma` (or take :math:`-\operatorname{sign}G_{ij}`), so the penalty is linear
     there and the Newton model :math:`\langle G + \Lambda\sigma, D\rangle
     + \frac12\operatorname{tr}(WDWD)` over :math:`D` on the free set is a quadratic:
-    conjugate gradients reduce its residual by ``cg_rtol`` or run ``cg_iter`` steps, each
-    with four matrix products: the Hessian :math:`D \mapsto WDW` and the preconditioner
-    :math:`R \mapsto \Theta R\Theta`, the inverse of the Hessian on all entries, restricted
-    to the free ones (exact when every entry is free); in float32 when the input is float64
-    and ``cg_rtol >= 1e-3`` (enough digits, twice the speed). Zeros that the solution moves against
-    their sign leave the free set and the model is solved again from there, at most
-    ``passes`` times (projecting them instead makes the direction inconsistent: long line
-    searches). Then
-    :math:`\Theta + \alpha D`, with entries that cross zero set to zero, is halved until its
-    Cholesky factor exists and :math:`P` decreases enough. ``Theta`` must be positive
+    :func:`_conjugate_gradients` (four matrix products per step, preconditioned by the
+    inverse Hessian) reduces its residual by ``cg_rtol`` or runs ``cg_iter`` steps. Zeros
+    that the solution moves against their sign leave the free set and the model is solved
+    again from there, at most ``passes`` times (projecting them instead makes the direction
+    inconsistent: long line searches). Then :math:`\Theta + \alpha D`, with entries that
+    cross zero set to zero, is halved until its Cholesky factor exists and :math:`P`
+    decreases enough. ``Theta`` must be positive
     definite. Returns the new ``Theta`` (the old one where no step is accepted), its
     objective and its inverse.
     """
@@ -328,42 +362,21 @@ def _newton_cg_step(S, Lam, Theta, W, nonpos=False, cg_iter=100, cg_rtol=1e-2, p
     def dot(A, B):
         return (A * B).sum((-2, -1), keepdim=True)
 
-    low = torch.float32 if S.dtype == torch.float64 and cg_rtol >= 1e-3 else S.dtype
-    W_, Theta_ = W.to(low), Theta.to(low)  # float32 carries a loose solve, at twice the speed
-
-    def product(A, X, mask):  # A X A on the free entries (mask: 1 there, 0 elsewhere)
-        return (A @ X @ A).mul_(mask)
-
-    def conjugate_gradients(D, free, rz0=None):  # on the free entries, from D, all in low
-        mask, b, D = free.to(low), -g.to(low), D.to(low)
-        r = b if rz0 is None else b - product(W_, D, mask)
-        z = product(Theta_, r, mask)
-        v, rz = z, dot(r, z)
-        rz0 = rz if rz0 is None else rz0
-        for _ in range(cg_iter):
-            if bool((rz <= cg_rtol ** 2 * rz0).all()):
-                break
-            Hv = product(W_, v, mask)
-            a = torch.where(rz > 0, rz / dot(v, Hv), 0)
-            D, r = torch.addcmul(D, a, v), torch.addcmul(r, a, Hv, value=-1)
-            z = product(Theta_, r, mask)
-            rz, rz_old = dot(r, z), rz
-            v = torch.addcmul(z, torch.where(rz_old > 0, rz / rz_old, 0), v)
-        return D.to(S.dtype), rz0
-
     G = S - W
     leave = -torch.ones_like(G) if nonpos else -G.sign()  # the way a zero would move
     sigma = torch.where(Theta != 0, Theta.sign(), leave)
     diagonal = torch.eye(S.shape[-1], dtype=torch.bool, device=S.device)
     free = (Theta != 0) | (-sigma * G > Lam) | diagonal
     g = torch.where(free, G + Lam * sigma, 0)  # the gradient of P on the free orthant face
-    D, rz0 = conjugate_gradients(torch.zeros_like(Theta), free)
+    D, rz0 = _conjugate_gradients(W, Theta, g, free, torch.zeros_like(Theta), None,
+                                  cg_rtol, cg_iter)
     for _ in range(passes):
         wrong = (Theta == 0) & (D * sigma < 0)  # zeros the model moves against their sign
         if not bool(wrong.any()):
             break
         free, g = free & ~wrong, g.masked_fill(wrong, 0)  # they stay: solve again without
-        D, _ = conjugate_gradients(D.masked_fill(wrong, 0), free, rz0)
+        D, _ = _conjugate_gradients(W, Theta, g, free, D.masked_fill(wrong, 0), rz0,
+                                    cg_rtol, cg_iter)
     D = torch.where((Theta == 0) & (D * sigma < 0), 0, (D + D.mT) / 2)
     value = objective(Theta)[0]
     alpha = torch.ones_like(value)

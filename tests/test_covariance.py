@@ -524,7 +524,7 @@ def _prox_newton_loop():
 
 
 def _newton_cg_loop():
-    step = load_kernel(covariance._newton_cg_step)
+    step = load_kernel(covariance._newton_cg_step, covariance._conjugate_gradients)
 
     def loop(St, Lam, Theta):
         W = torch.linalg.inv(Theta)
@@ -561,7 +561,7 @@ def test_newton_cg_step_never_increases_the_objective_and_stays_positive_definit
     """Every accepted step decreases P (Armijo, up to the line search's rounding slack of
     1e-13 |P|) and keeps Theta positive definite, from a start far from the optimum, on a
     batch with one strength per problem."""
-    step = load_kernel(covariance._newton_cg_step)
+    step = load_kernel(covariance._newton_cg_step, covariance._conjugate_gradients)
     S = torch.as_tensor(np.stack([sample_cov(rng, 15, 10)[0], sample_cov(rng, 15, 60)[0]]))
     Lam = torch.tensor([0.05, 0.3], dtype=torch.float64)[:, None, None] * (
         1 - torch.eye(15, dtype=torch.float64))
