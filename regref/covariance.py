@@ -11,10 +11,11 @@ covariance :math:`S \succeq 0` with a positive diagonal:
         \ -\log\det\Theta + \operatorname{tr}(S\Theta)
         + \textstyle\sum_{i \ne j}\Lambda_{ij}|\Theta_{ij}| .
 
-Both are solved by one batched core, a proximal Newton method (each step minimizes the
-quadratic model of the log-det term plus the penalty, by FISTA on matrix products) with
-a Cholesky line search that keeps every iterate positive definite, finished near the
-optimum by Newton-CG steps on the free entries. Every solve is
+Both are solved by one batched core, an orthant-wise Newton method: each step solves the
+quadratic model of the log-det term on the free entries (the penalty is linear on the
+orthant of their signs) by conjugate gradients preconditioned with the inverse Hessian,
+with a Cholesky line search that keeps every iterate positive definite; proximal Newton
+steps (FISTA on the model) take over where the free set keeps changing. Every solve is
 certified by the **duality gap** against the box-constrained log-det dual
 :math:`\max\{\log\det(S + U) + p\}` (:func:`duality_gap`); the certificate a solver
 reports is the relative gap, gap / :math:`p` (:math:`p` is the value of
@@ -56,10 +57,12 @@ __all__ = [
     "edge_recovery",
 ]
 
-_POLISH_GAP = 1e-3  # relative gap below which the support is trusted for a Newton polish
-_MAX_BACKTRACK = 60  # halvings of a step before giving up
-_POLISH_STEPS = 2  # Newton-CG steps on the support per polish
-_CG_ITER = 200  # conjugate-gradient steps per Newton-CG step, at most
+_NEAR_GAP = 1e-3  # relative gap: below, a stall is the rounding floor and Newton-CG is kept
+_SMALL = 32  # blocks up to this size share one batched solve (padded): overhead-bound
+_TIGHT = 1e-10  # relative target gap at or below which the last Newton steps overshoot
+_HOMOTOPY = 0.6  # ratio of successive strengths on the way down from a cold start
+_CG_ITER = 100  # conjugate-gradient steps per Newton-CG solve, at most
+_FALLBACK = 15  # Newton-CG steps after which proximal Newton takes over far from the optimum
 _STALL = 5  # Newton steps near the optimum without a 10% smaller gap: the rounding floor
 
 
@@ -291,126 +294,193 @@ def _prox_newton_step(S, Lam, Theta, nonpos=False, max_inner=2000, inner_rtol=1e
     return Theta + alpha[:, None, None] * D, torch.where(ok, new_value, value)
 
 
-def _newton_cg_step(S, Lam, Theta, nonpos=False, cg_iter=50, cg_rtol=1e-2):
+def _conjugate_gradients(W, Theta, g, free, D, rz0, cg_rtol, cg_iter):
+    r"""Preconditioned conjugate gradients for Newton's model on the free entries: part of
+    the step to copy (:func:`_newton_cg_step` calls it).
+
+    Minimizes :math:`\langle g, D\rangle + \frac12\operatorname{tr}(WDWD)` over the
+    entries where ``free`` (K, m, m), from ``D``, preconditioned by :math:`R \mapsto
+    \Theta R\Theta` (the inverse of the Hessian on all entries, restricted: exact when every
+    entry is free): four matrix products per step, until the preconditioned residual is
+    ``cg_rtol`` times ``rz0`` (that of the first residual when None) or for ``cg_iter``
+    steps. In float32 for float64 input while ``cg_rtol >= 1e-3`` (enough digits, twice the
+    speed). Returns ``(D, rz0)``.
+    """
+    low = torch.float32 if g.dtype == torch.float64 and cg_rtol >= 1e-3 else g.dtype
+    W, Theta, mask, D, b = W.to(low), Theta.to(low), free.to(low), D.to(low), -g.to(low)
+
+    def dot(A, B):
+        return (A * B).sum((-2, -1), keepdim=True)
+
+    def product(A, X):  # A X A on the free entries
+        return (A @ X @ A).mul_(mask)
+
+    r = b if rz0 is None else b - product(W, D)
+    z = product(Theta, r)
+    v, rz = z, dot(r, z)
+    rz0 = rz if rz0 is None else rz0
+    for _ in range(cg_iter):
+        if bool((rz <= cg_rtol ** 2 * rz0).all()):
+            break
+        Hv = product(W, v)
+        a = torch.where(rz > 0, rz / dot(v, Hv), 0)
+        D, r = torch.addcmul(D, a, v), torch.addcmul(r, a, Hv, value=-1)
+        z = product(Theta, r)
+        rz, rz_old = dot(r, z), rz
+        v = torch.addcmul(z, torch.where(rz_old > 0, rz / rz_old, 0), v)
+    return D.to(g.dtype), rz0
+
+
+def _newton_cg_step(S, Lam, Theta, W, nonpos=False, cg_iter=100, cg_rtol=1e-2, passes=5):
     r"""One orthant-wise Newton-CG step on a batch of graphical lassos. The part to copy.
 
     Objective, for ``S``, ``Lam`` (weights, zero diagonal) and ``Theta`` of shape (K, m, m):
     :math:`P(\Theta) = -\log\det\Theta + \operatorname{tr}(S\Theta) + \sum_{ij}\Lambda_{ij}
     |\Theta_{ij}|`; with ``nonpos``, :math:`\Theta_{ij} \le 0` off the diagonal as well.
-    With :math:`W = \Theta^{-1}` and :math:`G = S - W`, an entry is free if it is on the
+    ``W`` is :math:`\Theta^{-1}`, :math:`G = S - W`. An entry is free if it is on the
     diagonal, nonzero, or zero with :math:`|G_{ij}| > \Lambda_{ij}` (the penalty cannot hold
     it at zero; with ``nonpos`` only :math:`G_{ij} > \Lambda_{ij}`). Free entries keep their
     sign :math:`\sigma` (or take :math:`-\operatorname{sign}G_{ij}`), so the penalty is linear
     there and the Newton model :math:`\langle G + \Lambda\sigma, D\rangle
     + \frac12\operatorname{tr}(WDWD)` over :math:`D` on the free set is a quadratic:
-    conjugate gradients (two matrix products per step, Jacobi-preconditioned) reduce its
-    residual by ``cg_rtol`` or run ``cg_iter`` steps. Then :math:`\Theta + \alpha D`, with
-    entries that cross zero set to zero, is halved until its Cholesky factor exists and
-    :math:`P` decreases enough. ``Theta`` must be positive definite. Returns the new
-    ``Theta`` (the old one where no step is accepted) and its objective.
+    :func:`_conjugate_gradients` (four matrix products per step, preconditioned by the
+    inverse Hessian) reduces its residual by ``cg_rtol`` or runs ``cg_iter`` steps. Zeros
+    that the solution moves against their sign leave the free set and the model is solved
+    again from there, at most ``passes`` times (projecting them instead makes the direction
+    inconsistent: long line searches). Then :math:`\Theta + \alpha D`, with entries that
+    cross zero set to zero, is halved until its Cholesky factor exists and :math:`P`
+    decreases enough. ``Theta`` must be positive
+    definite. Returns the new ``Theta`` (the old one where no step is accepted), its
+    objective and its inverse.
     """
     def objective(T):
         chol, fail = torch.linalg.cholesky_ex(T)
         val = -2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
         val = val + (S * T + Lam * T.abs()).sum((-2, -1))
-        return torch.where(fail == 0, val, torch.inf)
+        return torch.where(fail == 0, val, torch.inf), chol
 
     def dot(A, B):
         return (A * B).sum((-2, -1), keepdim=True)
 
-    W = torch.cholesky_inverse(torch.linalg.cholesky(Theta))
-    W, G = (W + W.mT) / 2, S - (W + W.mT) / 2
+    G = S - W
     leave = -torch.ones_like(G) if nonpos else -G.sign()  # the way a zero would move
     sigma = torch.where(Theta != 0, Theta.sign(), leave)
     diagonal = torch.eye(S.shape[-1], dtype=torch.bool, device=S.device)
     free = (Theta != 0) | (-sigma * G > Lam) | diagonal
     g = torch.where(free, G + Lam * sigma, 0)  # the gradient of P on the free orthant face
-    d = W.diagonal(dim1=-2, dim2=-1)
-    precond = 1 / (d[:, :, None] * d[:, None, :] + W * W)  # the Hessian's diagonal, inverted
-    D, r = torch.zeros_like(Theta), -g
-    z = precond * r
-    v, rz = z, dot(r, z)
-    rz0 = rz
-    for k in range(cg_iter):
-        Hv = torch.where(free, W @ v @ W, 0)
-        a = torch.where(rz > 0, rz / dot(v, Hv), 0)
-        D, r = D + a * v, r - a * Hv
-        z = precond * r
-        rz, rz_old = dot(r, z), rz
-        if k % 5 == 4 and bool((rz <= cg_rtol ** 2 * rz0).all()):
+    D, rz0 = _conjugate_gradients(W, Theta, g, free, torch.zeros_like(Theta), None,
+                                  cg_rtol, cg_iter)
+    for _ in range(passes):
+        wrong = (Theta == 0) & (D * sigma < 0)  # zeros the model moves against their sign
+        if not bool(wrong.any()):
             break
-        v = z + torch.where(rz_old > 0, rz / rz_old, 0) * v
-    D = torch.where((Theta == 0) & (D * sigma < 0), 0, (D + D.mT) / 2)  # zeros leave along sigma
-    value = objective(Theta)
+        free, g = free & ~wrong, g.masked_fill(wrong, 0)  # they stay: solve again without
+        D, _ = _conjugate_gradients(W, Theta, g, free, D.masked_fill(wrong, 0), rz0,
+                                    cg_rtol, cg_iter)
+    D = torch.where((Theta == 0) & (D * sigma < 0), 0, (D + D.mT) / 2)
+    value = objective(Theta)[0]
     alpha = torch.ones_like(value)
     for _ in range(60):
         T = Theta + alpha[:, None, None] * D
-        T = torch.where(T * sigma < 0, 0, T)  # entries that cross zero stop at zero
-        new_value = objective(T)
+        T = T.masked_fill_(T * sigma < 0, 0)  # entries that cross zero stop at zero
+        new_value, chol = objective(T)
         ok = new_value <= value + 1e-4 * dot(g, T - Theta)[:, 0, 0] + 1e-13 * value.abs()
         if bool(ok.all()):
             break
         alpha = torch.where(ok, alpha, alpha / 2)
-    return torch.where(ok[:, None, None], T, Theta), torch.where(ok, new_value, value)
+    W_new = torch.cholesky_inverse(torch.where(ok[:, None, None], chol, 1))
+    keep = ok[:, None, None]
+    return (torch.where(keep, T, Theta), torch.where(ok, new_value, value),
+            torch.where(keep, (W_new + W_new.mT) / 2, W))
 
 
-def _newton(S, Lam, Theta, tol, max_iter, nonpos=False):
-    r"""Batched proximal Newton on :math:`K` problems of one size :math:`m`: the outer loop.
+def _newton(S, Lam, Theta, tol, max_iter, nonpos=False, homotopy=False):
+    r"""Batched orthant-wise Newton-CG on :math:`K` problems of one size :math:`m`: the outer
+    loop.
 
     ``S`` (K, m, m), ``Lam`` (K, m, m) off-diagonal weights (zero diagonal), ``Theta``
-    (K, m, m) a positive-definite start. Each outer step is :func:`_prox_newton_step` (inexact
-    early, tighter later). Before each step the duality gap of every problem is computed at
-    its current iterate; once it is below :data:`_POLISH_GAP` times :math:`m` a polish of
-    :data:`_POLISH_STEPS` Newton-CG steps on the free entries (:func:`_newton_cg_step`,
-    matrix-free: two products per CG step) is tried and kept if its gap is smaller.
-    Problems whose gap is below ``tol * m`` (or that stalled at their rounding floor) leave
-    the batch. Returns ``(Theta, gap, n_iter)``: ``gap`` is the absolute duality gap at the
-    returned ``Theta``, ``n_iter`` the number of outer steps.
+    (K, m, m) a positive-definite start. Each outer step is :func:`_newton_cg_step`, its
+    conjugate gradients stopped at the relative residual :func:`_cg_rtol` gives (inexact
+    far from the optimum, superlinear near it). With
+    ``homotopy`` (a cold start at the diagonal solution) the first steps use the weights
+    scaled by :math:`c_k = \max(1, c_0 0.6^k)`, :math:`c_0 \Lambda` the largest
+    :math:`|S_{ij}|`: one Newton step per strength on the way down, each from a point near
+    its solution, instead of long line searches on the dense model far from the optimum.
+    The duality gap of every problem is computed before each step; problems whose gap is
+    below ``tol * m`` (``tol`` a float or one per problem; a tight ``tol``, at most
+    :data:`_TIGHT`, is overshot by 1e3 unless a step stalls, since the gap bounds the error
+    of the entries only by its square root), or that stalled at their rounding floor, leave
+    the batch. Returns
+    ``(Theta, gap, n_iter)``: ``gap`` is the absolute duality gap at the returned
+    ``Theta``, ``n_iter`` the number of outer steps.
     """
     K, m, _ = S.shape
+    target = torch.as_tensor(tol * m, dtype=S.dtype, device=S.device).expand(K)
     is_diag = torch.eye(m, dtype=torch.bool, device=S.device)
     hi = torch.full_like(Lam, torch.inf).masked_fill(is_diag, 0) if nonpos else Lam
+    scale = torch.ones(K, dtype=S.dtype, device=S.device)
+    if homotopy:
+        top = Lam.amax((-2, -1))
+        scale = ((S.abs().masked_fill(is_diag, 0).amax((-2, -1)) / top)
+                 .nan_to_num(1.0).clamp(min=1.0))
+    W = torch.cholesky_inverse(torch.linalg.cholesky(Theta))
     gap = torch.full((K,), torch.inf, dtype=S.dtype, device=S.device)
-    best = gap.clone()
-    since = torch.zeros(K, dtype=torch.long, device=S.device)
-    live = torch.arange(K, device=S.device)
-    n_iter, inner_rtol = 0, 1e-2
-    while True:
-        g = _gap(S[live], Lam[live], hi[live], Theta[live], nonpos)
-        near = (g > tol * m) & (g < _POLISH_GAP * m)
-        if bool(near.any()):  # polish the problems whose support is nearly right
-            idx, g_near = live[near], g[near]
-            polished = Theta[idx]
-            for _ in range(_POLISH_STEPS):
-                polished, _ = _newton_cg_step(S[idx], Lam[idx], polished, nonpos, _CG_ITER,
-                                              min(0.1, float(g_near.max()) / m))
-            g_pol = _gap(S[idx], Lam[idx], hi[idx], polished, nonpos)
-            better = g_pol < g_near
-            Theta[idx] = torch.where(better[:, None, None], polished, Theta[idx])
-            g[near] = torch.where(better, g_pol, g_near)
-        gap[live] = g
+    best, since = gap.clone(), torch.zeros(K, dtype=torch.long, device=S.device)
+    idx = torch.arange(K, device=S.device)
+    live = (S, Lam, hi, Theta.clone(), (W + W.mT) / 2, scale, target, best, since, idx)
+    n_iter = 0
+    while True:  # the live problems are kept contiguous: no gather per step
+        S_, Lam_, hi_, T_, W_, scale_, target_, best_, since_, idx_ = live
+        g = _gap(S_, Lam_, hi_, T_, W_, nonpos)
         # the gap need not decrease monotonically far from the optimum (the objective does):
         # only count a stall near the optimum, where the rounding floor is the limit
-        improved = (g < 0.9 * best[live]) | ~torch.isfinite(g) | (g > _POLISH_GAP * m)
-        best[live] = torch.where(improved, g, best[live])
-        since[live] = torch.where(improved, 0, since[live] + 1)
-        keep = (g > tol * m) & (since[live] < _STALL)
-        if n_iter >= max_iter or not bool(keep.any()):
-            return Theta, gap, n_iter
-        live = live[keep]
-        Theta[live], _ = _prox_newton_step(S[live], Lam[live], Theta[live], nonpos,
-                                           min(2000, 20 * 2 ** n_iter), inner_rtol)
-        inner_rtol = max(inner_rtol * 0.3, 1e-3)  # inexact early, tighter later
+        improved = (g < 0.9 * best_) | ~torch.isfinite(g) | (g > _NEAR_GAP * m)
+        best_ = torch.where(improved, g, best_)
+        since_ = torch.where(improved, 0, since_ + 1)
+        # a tight target (the default) is overshot by a factor 1e3 unless the last step
+        # stalled: the gap bounds the error of the entries only by its square root
+        done = (g <= target_) & ((target_ > _TIGHT * m) | (g <= 1e-3 * target_) | (since_ > 0))
+        keep = (~done | (scale_ > 1)) & (since_ < _STALL)
+        if n_iter >= max_iter or not bool(keep.all()):  # some leave: write them back
+            Theta[idx_], gap[idx_] = T_, g
+            if n_iter >= max_iter or not bool(keep.any()):
+                return Theta, gap, n_iter
+            live = tuple(t[keep] for t in (S_, Lam_, hi_, T_, W_, scale_, target_, best_,
+                                           since_, idx_))
+            S_, Lam_, hi_, T_, W_, scale_, target_, best_, since_, idx_ = live
+            g = g[keep]
+        scale_ = (scale_ * _HOMOTOPY).clamp(min=1.0)
+        rtol = _cg_rtol(max(float(g.max()), 1e-300) / m, float(target_.min()) / m)
+        Lam_k = Lam_ * scale_[:, None, None] if homotopy else Lam_
+        late = n_iter - _FALLBACK
+        if late >= 0 and rtol > math.sqrt(_NEAR_GAP):  # slow and far: proximal Newton
+            T_, _ = _prox_newton_step(S_, Lam_k, T_, nonpos, min(2000, 20 * 2 ** late),
+                                      max(1e-2 * 0.3 ** late, 1e-3))
+            W_ = torch.cholesky_inverse(torch.linalg.cholesky(T_))
+            W_ = (W_ + W_.mT) / 2
+        else:
+            T_, _, W_ = _newton_cg_step(S_, Lam_k, T_, W_, nonpos, _CG_ITER, rtol)
+        live = (S_, Lam_, hi_, T_, W_, scale_, target_, best_, since_, idx_)
         n_iter += 1
 
 
-def _gap(S, Lam, hi, Theta, nonpos):
-    """Absolute duality gap of each problem at a positive-definite ``Theta`` (K, m, m)."""
+def _cg_rtol(gap, target):
+    r"""CG's relative residual for a step from relative gap ``gap``: the gap falls by about
+    its square. Far from the optimum :math:`\sqrt{\text{gap}}`; a loose ``target`` is not
+    overshot (at least ``0.1 target / gap``); a tight one (the default) is, with ``gap``
+    near the optimum: the entries are then accurate well beyond what the gap proves."""
+    if target > _TIGHT:
+        return min(0.3, max(math.sqrt(gap), 0.1 * target / gap))
+    return min(0.3, math.sqrt(gap) if gap > _NEAR_GAP else gap)
+
+
+def _gap(S, Lam, hi, Theta, W, nonpos):
+    """Absolute duality gap of each problem at a positive-definite ``Theta`` (K, m, m) with
+    inverse ``W``: two Cholesky factorizations, no inverse."""
     chol, fail = torch.linalg.cholesky_ex(Theta)
     pen = (Lam * (-Theta if nonpos else Theta.abs())).sum((-2, -1))
     primal = -_logdet_chol(chol) + (S * Theta).sum((-2, -1)) + pen
-    W = torch.cholesky_inverse(chol)
-    dual = _dual_logdet(S, (W + W.mT) / 2, -Lam, hi) + S.shape[-1]
+    dual = _dual_logdet(S, W, -Lam, hi) + S.shape[-1]
     return torch.where(fail == 0, primal - dual, torch.inf)
 
 
@@ -471,9 +541,13 @@ def _components(S, lam):
 
 
 def _solve_blocks(S, lam, Theta0, tol, max_iter, screen):
-    """Split every problem of ``S`` (B, p, p) into its components, solve all blocks of one
-    size in one batched :func:`_newton` call, scatter back. Returns ``(Theta, gap, n_iter)``
-    with ``gap`` (B,) the absolute duality gap at ``Theta``, summed over the blocks."""
+    r"""Split every problem of ``S`` (B, p, p) into its components, solve the blocks in
+    buckets of sizes above half the bucket's largest (or all at most :data:`_SMALL`, where
+    per-call overhead dominates), each bucket in one batched :func:`_newton` call, padded
+    to its largest size with isolated unit variables (they keep :math:`\Theta_{ii} = 1` and
+    add no gap; the target gap stays ``tol`` times the block's own size), and scatter back.
+    Returns ``(Theta, gap, n_iter)`` with ``gap`` (B,) the absolute duality gap at
+    ``Theta``, summed over the blocks."""
     B, p, _ = S.shape
     zero = lam == 0
     if bool(zero.any()):  # the maximum-likelihood estimate S^-1, exactly (S is PD here)
@@ -481,7 +555,7 @@ def _solve_blocks(S, lam, Theta0, tol, max_iter, screen):
         Tz = torch.cholesky_inverse(torch.linalg.cholesky(S[zero]))
         Theta[zero] = (Tz + Tz.mT) / 2
         none = torch.zeros_like(Tz)
-        gap[zero] = _gap(S[zero], none, none, Theta[zero], False)
+        gap[zero] = _gap(S[zero], none, none, Theta[zero], S[zero], False)
         n_iter, rest = 0, ~zero
         if bool(rest.any()):
             T0 = None if Theta0 is None else Theta0[rest]
@@ -490,7 +564,7 @@ def _solve_blocks(S, lam, Theta0, tol, max_iter, screen):
         return Theta, gap, n_iter
     if not screen:
         T0 = torch.diag_embed(1 / S.diagonal(dim1=-2, dim2=-1)) if Theta0 is None else Theta0
-        return _newton(S, _weights(lam, p), T0.clone(), tol, max_iter)
+        return _newton(S, _weights(lam, p), T0.clone(), tol, max_iter, homotopy=Theta0 is None)
     Theta = torch.zeros_like(S)
     gap = torch.zeros(B, dtype=S.dtype, device=S.device)
     labels = _components(S, lam)
@@ -499,21 +573,34 @@ def _solve_blocks(S, lam, Theta0, tol, max_iter, screen):
     _, sizes = torch.unique_consecutive(key.reshape(-1)[order], return_counts=True)
     starts = torch.cumsum(sizes, 0) - sizes
     n_iter = 0
-    for m in torch.unique(sizes).tolist():
-        first = starts[sizes == m]
-        flat = order[first[:, None] + torch.arange(m, device=S.device)]  # (K, m)
+    tops = []  # the largest size of each bucket: 1 alone, else above half its top or <= 32
+    for s in torch.unique(sizes).flip(0).tolist():
+        if not tops or s == 1 or 2 * s <= tops[-1] and tops[-1] > _SMALL:
+            tops.append(s)
+    tops = torch.tensor(tops[::-1], device=S.device)
+    bucket = torch.searchsorted(tops, sizes)
+    for k in torch.unique(bucket).tolist():
+        first, m = starts[bucket == k], sizes[bucket == k]
+        M = int(m.max())
+        slot = torch.arange(M, device=S.device)
+        valid = slot < m[:, None]  # (K, M); padded slots are isolated unit variables
+        flat = order[first[:, None] + torch.minimum(slot, m[:, None] - 1)]
         b, idx = flat // p, flat % p
-        rows, cols = idx[:, :, None], idx[:, None, :]
-        Sb = S[b[:, :1, None], rows, cols]
-        if m == 1:  # an isolated variable: Theta_ii = 1 / S_ii, gap 0
-            Theta[b[:, :1, None], rows, cols] = 1 / Sb
+        rows, cols, bb = idx[:, :, None], idx[:, None, :], b[:, :1, None]
+        pair = valid[:, :, None] & valid[:, None, :]
+        eye = torch.eye(M, dtype=S.dtype, device=S.device)
+        Sb = torch.where(pair, S[bb, rows, cols], eye)
+        if M == 1:  # an isolated variable: Theta_ii = 1 / S_ii, gap 0
+            Theta[bb, rows, cols] = 1 / Sb
             continue
         if Theta0 is None:
             T0 = torch.diag_embed(1 / Sb.diagonal(dim1=-2, dim2=-1))
         else:
-            T0 = Theta0[b[:, :1, None], rows, cols]
-        Tb, gb, it = _newton(Sb, _weights(lam[b[:, 0]], m), T0, tol, max_iter)
-        Theta[b[:, :1, None], rows, cols] = Tb
+            T0 = torch.where(pair, Theta0[bb, rows, cols], eye)
+        Tb, gb, it = _newton(Sb, _weights(lam[b[:, 0]], M), T0, tol * m / M, max_iter,
+                             homotopy=Theta0 is None)
+        bb, rows, cols = (t.expand(pair.shape)[pair] for t in (bb, rows, cols))
+        Theta[bb, rows, cols] = Tb[pair]
         gap.index_add_(0, b[:, 0], gb)
         n_iter = max(n_iter, it)
     return Theta, gap, n_iter
@@ -565,13 +652,16 @@ def graphical_lasso(S, lam, *, tol=None, max_iter=10_000, screen=True, Theta0=No
     Algorithm: with ``screen`` (default), the connected components of
     :math:`\{|S_{ij}| > \lambda\}` are found (:func:`components`) and each block is solved
     on its own, since :math:`\hat\Theta` is block diagonal along them; isolated variables
-    get :math:`1/S_{ii}`, and all blocks of one size (across a batch too) go through one
-    batched proximal Newton solve: each step minimizes the quadratic model of
-    :math:`-\log\det` plus the penalty by FISTA (two matrix products per step), then a
-    Cholesky line search keeps every iterate positive definite (the step is
-    ``_prox_newton_step``, the part to copy); near the optimum Newton steps on the free
-    entries, solved by conjugate gradients (``_newton_cg_step``), finish. Cost per inner
-    step :math:`O(\sum_k m_k^3)` over block sizes :math:`m_k` instead of :math:`O(p^3)`.
+    get :math:`1/S_{ii}`, and blocks of similar sizes (across a batch too, padded to one
+    size) go through one batched solve: orthant-wise Newton steps from the diagonal
+    solution, the strength coming down from :math:`\max_{i \ne j}|S_{ij}|` by 0.6 per step;
+    each solves the Newton model on the free entries (where the penalty is linear) by
+    conjugate gradients, four matrix products per step, preconditioned by
+    :math:`R \mapsto \Theta R\Theta` (``_newton_cg_step``, the part to copy), and a
+    Cholesky line search keeps every iterate positive definite. Where the free set keeps
+    changing (after 15 steps far from the optimum), proximal Newton steps, FISTA on the
+    model (``_prox_newton_step``), take over until the gap is small. Cost per CG step
+    :math:`O(\sum_k m_k^3)` over block sizes :math:`m_k` instead of :math:`O(p^3)`.
     Derived in chapter 06.
 
     Certificate: the **relative duality gap** :math:`\text{gap}/p`, where the gap (summed
@@ -592,14 +682,14 @@ def graphical_lasso(S, lam, *, tol=None, max_iter=10_000, screen=True, Theta0=No
     tol : float, optional
         Relative duality gap to reach; default 1e-12 (float64), 1e-5 (float32).
     max_iter : int
-        Proximal Newton steps per block size (the outer iterations), a positive int.
+        Newton steps per batch of blocks (the outer iterations), a positive int.
     screen : bool
         Split into connected components first (exact, never changes the answer).
     Theta0 : tensor, optional
         Positive-definite warm start, shape of ``S`` (converted to its dtype and device).
     return_info : bool
         Also return ``regref.Info(n_iter, converged, certificate)``: worst relative gap
-        over a batch, ``n_iter`` the most Newton steps over block sizes.
+        over a batch, ``n_iter`` the most Newton steps over batches of blocks.
 
     Returns
     -------
@@ -672,7 +762,7 @@ def graphical_lasso_path(S, lams, *, tol=None, max_iter=10_000, screen=True,
     tol : float, optional
         Relative duality gap for every strength; default 1e-12 (float64), 1e-5 (float32).
     max_iter : int
-        Proximal Newton steps per block size, for each strength.
+        Newton steps per batch of blocks, for each strength.
     screen : bool
         Split into connected components first.
     return_info : bool
@@ -736,9 +826,11 @@ def mtp2_precision(S, lam=0.0, *, n_stages=1, penalty="mcp", gamma=2.0, a=3.7, t
     as soon as :math:`S` has a positive diagonal and :math:`S_{ij} < \sqrt{S_{ii}S_{jj}}`
     (e.g. two distinct observations).
 
-    Algorithm: the proximal Newton core of :func:`graphical_lasso` with the prox of a linear
-    penalty on :math:`\Theta_{ij} \le 0`, :math:`\min(z + t\Lambda_{ij}, 0)`, and a Cholesky
-    line search, batched over a leading dimension of ``S``. Cost :math:`O(p^3)` per inner
+    Algorithm: the Newton core of :func:`graphical_lasso` on the orthant
+    :math:`\Theta_{ij} \le 0` (a zero is free only when :math:`G_{ij} > \Lambda_{ij}`; its
+    proximal Newton fallback uses the prox of a linear penalty on :math:`\Theta_{ij} \le 0`,
+    :math:`\min(z + t\Lambda_{ij}, 0)`), with a Cholesky line search, batched over a leading
+    dimension of ``S``, no homotopy. Cost :math:`O(p^3)` per conjugate-gradient (or inner)
     step. Certificate: the relative duality gap (gap / p) of the last stage, against
     :math:`\max \log\det(S + U) + p` over :math:`U_{ij} \ge -\Lambda_{ij}`,
     :math:`U_{ii} = 0`, at the returned :math:`\Theta`; ``converged`` is
@@ -761,7 +853,7 @@ def mtp2_precision(S, lam=0.0, *, n_stages=1, penalty="mcp", gamma=2.0, a=3.7, t
     tol : float, optional
         Relative duality gap of each stage; default 1e-12 (float64), 1e-5 (float32).
     max_iter : int
-        Proximal Newton steps per stage (the outer iterations), a positive int.
+        Newton steps per stage (the outer iterations), a positive int.
     return_info : bool
         Also return ``regref.Info``: ``n_iter`` the Newton steps summed over the stages,
         ``certificate`` and ``converged`` those of the last stage (worst over a batch).
