@@ -276,14 +276,18 @@ def _matvec(rows, cols, r, v, size):
     return v.new_zeros(size).index_add_(0, rows, r * v[cols])
 
 
+def _residual_matrix(rows, cols, r, shape):
+    """The (m, n) matrix with values ``r`` at ``(rows, cols)`` and zeros elsewhere."""
+    return r.new_zeros(shape).index_put_((rows, cols), r)
+
+
 def _norm_exact(rows, cols, shape):
     """||R||_2 of the residual by a dense SVD in float64, inflated by 4 min(m, n) machine
     epsilons (relative) to cover the rounding of the SVD: an upper bound."""
     inflate = 1 + 4 * min(shape) * torch.finfo(torch.float64).eps
 
     def norm(r):
-        R = torch.zeros(shape, dtype=torch.float64, device=r.device)
-        R[rows, cols] = r.double()
+        R = _residual_matrix(rows, cols, r.double(), shape)
         return float(torch.linalg.matrix_norm(R, 2)) * inflate
     return norm
 
@@ -335,7 +339,7 @@ def _norm_estimate(rows, cols, shape, generator, dense=False):
     def norm(r):
         v = torch.randn(n, generator=generator, dtype=torch.float64).to(r)
         if dense:
-            R = r.new_zeros(shape).index_put_((rows, cols), r)
+            R = _residual_matrix(rows, cols, r, shape)
             gram = lambda v: R.mT @ (R @ v)  # noqa: E731
         else:
             gram = lambda v: _matvec(cols, rows, r, _matvec(rows, cols, r, v, m), n)  # noqa: E731
