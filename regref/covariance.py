@@ -359,9 +359,6 @@ def _newton_cg_step(S, Lam, Theta, W, nonpos=False, cg_iter=100, cg_rtol=1e-2, p
         val = val + (S * T + Lam * T.abs()).sum((-2, -1))
         return torch.where(fail == 0, val, torch.inf), chol
 
-    def dot(A, B):
-        return (A * B).sum((-2, -1), keepdim=True)
-
     G = S - W
     leave = -torch.ones_like(G) if nonpos else -G.sign()  # the way a zero would move
     sigma = torch.where(Theta != 0, Theta.sign(), leave)
@@ -384,7 +381,7 @@ def _newton_cg_step(S, Lam, Theta, W, nonpos=False, cg_iter=100, cg_rtol=1e-2, p
         T = Theta + alpha[:, None, None] * D
         T = T.masked_fill_(T * sigma < 0, 0)  # entries that cross zero stop at zero
         new_value, chol = objective(T)
-        ok = new_value <= value + 1e-4 * dot(g, T - Theta)[:, 0, 0] + 1e-13 * value.abs()
+        ok = new_value <= value + 1e-4 * (g * (T - Theta)).sum((-2, -1)) + 1e-13 * value.abs()
         if bool(ok.all()):
             break
         alpha = torch.where(ok, alpha, alpha / 2)
