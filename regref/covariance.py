@@ -420,15 +420,17 @@ def _newton(S, Lam, Theta, tol, max_iter, nonpos=False, homotopy=False):
         top = Lam.amax((-2, -1))
         scale = ((S.abs().masked_fill(is_diag, 0).amax((-2, -1)) / top)
                  .nan_to_num(1.0).clamp(min=1.0))
-    W = torch.cholesky_inverse(torch.linalg.cholesky(Theta))
+    L = torch.linalg.cholesky(Theta)
+    W = torch.cholesky_inverse(L)
+    P = _gap_primal(S, Lam, Theta, L, nonpos)
     gap = torch.full((K,), torch.inf, dtype=S.dtype, device=S.device)
     best, since = gap.clone(), torch.zeros(K, dtype=torch.long, device=S.device)
     idx = torch.arange(K, device=S.device)
-    live = (S, Lam, hi, Theta.clone(), (W + W.mT) / 2, scale, target, best, since, idx)
+    live = (S, Lam, hi, Theta.clone(), (W + W.mT) / 2, P, scale, target, best, since, idx)
     n_iter = 0
     while True:  # the live problems are kept contiguous: no gather per step
-        S_, Lam_, hi_, T_, W_, scale_, target_, best_, since_, idx_ = live
-        g = _gap(S_, Lam_, hi_, T_, W_, nonpos)
+        S_, Lam_, hi_, T_, W_, P_, scale_, target_, best_, since_, idx_ = live
+        g = _gap(S_, Lam_, hi_, T_, W_, nonpos, P_)
         # the gap need not decrease monotonically far from the optimum (the objective does):
         # only count a stall near the optimum, where the rounding floor is the limit
         improved = (g < 0.9 * best_) | ~torch.isfinite(g) | (g > _NEAR_GAP * m)
@@ -442,43 +444,52 @@ def _newton(S, Lam, Theta, tol, max_iter, nonpos=False, homotopy=False):
             Theta[idx_], gap[idx_] = T_, g
             if n_iter >= max_iter or not bool(keep.any()):
                 return Theta, gap, n_iter
-            live = tuple(t[keep] for t in (S_, Lam_, hi_, T_, W_, scale_, target_, best_,
+            live = tuple(t[keep] for t in (S_, Lam_, hi_, T_, W_, P_, scale_, target_, best_,
                                            since_, idx_))
-            S_, Lam_, hi_, T_, W_, scale_, target_, best_, since_, idx_ = live
+            S_, Lam_, hi_, T_, W_, P_, scale_, target_, best_, since_, idx_ = live
             g = g[keep]
         scale_ = (scale_ * _HOMOTOPY).clamp(min=1.0)
         rtol = _cg_rtol(max(float(g.max()), 1e-300) / m, float(target_.min()) / m)
         Lam_k = Lam_ * scale_[:, None, None] if homotopy else Lam_
         late = n_iter - _FALLBACK
         if late >= 0 and rtol > math.sqrt(_NEAR_GAP):  # slow and far: proximal Newton
-            T_, _ = _prox_newton_step(S_, Lam_k, T_, nonpos, min(2000, 20 * 2 ** late),
-                                      max(1e-2 * 0.3 ** late, 1e-3))
+            T_, P_ = _prox_newton_step(S_, Lam_k, T_, nonpos, min(2000, 20 * 2 ** late),
+                                       max(1e-2 * 0.3 ** late, 1e-3))
             W_ = torch.cholesky_inverse(torch.linalg.cholesky(T_))
             W_ = (W_ + W_.mT) / 2
         else:
-            T_, _, W_ = _newton_cg_step(S_, Lam_k, T_, W_, nonpos, _CG_ITER, rtol)
-        live = (S_, Lam_, hi_, T_, W_, scale_, target_, best_, since_, idx_)
+            T_, P_, W_ = _newton_cg_step(S_, Lam_k, T_, W_, nonpos, _CG_ITER, rtol)
+        if homotopy:  # the step's value is at the scaled weights: back to the unscaled ones
+            P_ = P_ + ((Lam_ - Lam_k) * T_.abs()).sum((-2, -1))
+        live = (S_, Lam_, hi_, T_, W_, P_, scale_, target_, best_, since_, idx_)
         n_iter += 1
 
 
 def _cg_rtol(gap, target):
     r"""CG's relative residual for a step from relative gap ``gap``: the gap falls by about
     its square. Far from the optimum :math:`\sqrt{\text{gap}}`; a loose ``target`` is not
-    overshot (at least ``0.1 target / gap``); a tight one (the default) is, with ``gap``
+    overshot (at least ``0.3 target / gap``); a tight one (the default) is, with ``gap``
     near the optimum: the entries are then accurate well beyond what the gap proves."""
     if target > _TIGHT:
-        return min(0.3, max(math.sqrt(gap), 0.1 * target / gap))
+        return min(0.3, max(math.sqrt(gap), 0.3 * target / gap))
     return min(0.3, math.sqrt(gap) if gap > _NEAR_GAP else gap)
 
 
-def _gap(S, Lam, hi, Theta, W, nonpos):
-    """Absolute duality gap of each problem at a positive-definite ``Theta`` (K, m, m) with
-    inverse ``W``: two Cholesky factorizations, no inverse."""
-    chol, fail = torch.linalg.cholesky_ex(Theta)
+def _gap_primal(S, Lam, Theta, chol, nonpos):
+    """The objective at ``Theta`` from its Cholesky factor ``chol``."""
     pen = (Lam * (-Theta if nonpos else Theta.abs())).sum((-2, -1))
-    primal = -_logdet_chol(chol) + (S * Theta).sum((-2, -1)) + pen
+    return -_logdet_chol(chol) + (S * Theta).sum((-2, -1)) + pen
+
+
+def _gap(S, Lam, hi, Theta, W, nonpos, primal=None):
+    """Absolute duality gap of each problem at a positive-definite ``Theta`` (K, m, m) with
+    inverse ``W``: two Cholesky factorizations, no inverse; one where its objective
+    ``primal`` is given (the value the Newton step's line search computed)."""
+    if primal is None:
+        chol, fail = torch.linalg.cholesky_ex(Theta)
+        primal = torch.where(fail == 0, _gap_primal(S, Lam, Theta, chol, nonpos), torch.inf)
     dual = _dual_logdet(S, W, -Lam, hi) + S.shape[-1]
-    return torch.where(fail == 0, primal - dual, torch.inf)
+    return primal - dual
 
 
 # ----------------------------------------------------------------------------- screening

@@ -717,3 +717,23 @@ def test_hard_singular_case_falls_back_to_proximal_newton(rng, monkeypatch):
     # rank 3, Theta badly conditioned: numpy and torch round the log-determinants of the
     # gap differently by up to 3e-13 (relative); both certify the tolerance
     assert gap <= 1e-12 * 25 and info.certificate == pytest.approx(gap / 25, abs=1e-12)
+
+
+def test_newton_reuses_the_line_search_objective_for_the_gap(rng, monkeypatch):
+    """_newton hands _gap the objective its last step's line search computed (the
+    homotopy's scaled weights mapped back to the unscaled ones) instead of a second
+    Cholesky of Theta: at every step it is the objective recomputed from scratch."""
+    gap, seen = covariance._gap, []
+
+    def checked(S, Lam, hi, Theta, W, nonpos, primal=None):
+        assert primal is not None
+        given = gap(S, Lam, hi, Theta, W, nonpos, primal)
+        seen.append((primal, gap(S, Lam, hi, Theta, W, nonpos), given))
+        return given
+    monkeypatch.setattr(covariance, "_gap", checked)
+    S, _ = sample_cov(rng, 30, 60)
+    covariance.graphical_lasso(S, 0.05, screen=False)  # a cold start: homotopy stages
+    covariance.mtp2_precision(S, 0.05, n_stages=2)
+    assert len(seen) > 5
+    for primal, fresh, given in seen:  # equal (inf where the clipped dual point is not PD)
+        assert torch.isclose(given, fresh, rtol=0, atol=1e-10 * (1 + primal.abs().max())).all()
