@@ -155,33 +155,37 @@ def _sinkhorn_log_steps(a, b, neg_C, v, steps):
 def _sinkhorn_kernel(a, b, C, eps, g, tol, max_iter, check_every):
     r"""Stabilized Sinkhorn, batched. The part to copy (with :func:`_sinkhorn_log_steps`).
 
-    Solves :math:`\min_{P\mathbf 1 = a,\ P^\top\mathbf 1 = b}\ \langle P, C\rangle
-    + \varepsilon\sum_{ij}P_{ij}(\log P_{ij} - 1)` by Sinkhorn's scaling iteration with
-    absorption (Schmitzer 2019): :math:`P = \mathrm{diag}(s)\,K\,\mathrm{diag}(t)`,
-    :math:`K = e^{u + v^\top - C/\varepsilon}` at absorbed potentials :math:`u = f/\varepsilon`,
-    :math:`v = g/\varepsilon`; an iteration is :math:`s = a/(Kt)`, :math:`t = b/(K^\top s)`.
-    Every ``check_every`` iterations (one host sync): the row error
-    :math:`\|P\mathbf 1 - a\|_1/\|a\|_1`; absorption (:math:`u \mathrel{+}= \log s`,
-    :math:`v \mathrel{+}= \log t`, new :math:`K`) once a scaling leaves :math:`[\tau, 1/\tau]`,
-    :math:`\tau = \text{tiny}^{1/4}` (entries of :math:`K` below tiny, set to 0, weigh at most
+    Solves :math:`\min_{P\mathbf 1 = a,\ P^\top\mathbf 1 = b}\ \langle P, C\rangle +
+    \varepsilon\sum_{ij}P_{ij}(\log P_{ij} - 1)` by Sinkhorn's scaling iteration with absorption
+    (Schmitzer 2019): :math:`P = \mathrm{diag}(s)\,K\,\mathrm{diag}(t)`, :math:`K = e^{u +
+    v^\top - C/\varepsilon}` at absorbed potentials :math:`u = f/\varepsilon`, :math:`v =
+    g/\varepsilon`; an iteration is :math:`s = a/(Kt)`, :math:`t = b/(K^\top s)`. Every
+    ``check_every`` iterations (one host sync): the row error :math:`\|P\mathbf 1 -
+    a\|_1/\|a\|_1`; absorption (:math:`u \mathrel{+}= \log s`, :math:`v \mathrel{+}= \log t`,
+    new :math:`K`) once a scaling leaves :math:`[\tau, 1/\tau]`, :math:`\tau =
+    \text{tiny}^{1/4}` (entries of :math:`K` below tiny, set to 0, weigh at most
     :math:`\sqrt{\text{tiny}}` in :math:`P`); if one is infinite or zero (a row or column of
-    :math:`K` underflowed), those iterations redone in the log domain. ``a`` (B, n), ``b``
-    (B, m), ``C`` (B or 1, n, m), ``g`` (B, m) the start. Returns f, g, iterations, errors.
+    :math:`K` underflowed), those iterations redone in the log domain. On the CPU each :math:`K`
+    is split into ``R`` blocks of rows, a batch spread over torch's threads (MKL runs a product
+    on one thread). ``a`` (B, n), ``b`` (B, m), ``C`` (B or 1, n, m), ``g`` (B, m) the start.
+    Returns f, g, iterations, errors.
     """
-    n, mass, a, b = a.shape[1], a.sum(1), a[:, :, None], b[:, None, :]  # column, row: fast
-    a0, b0 = (a == 0).to(a.dtype), (b == 0).to(b.dtype)  # K s + 1 = 1 at a zero weight
+    (B, n), mass, a, b = a.shape, a.sum(1), a[:, :, None], b[:, None, :]  # column, row
+    R = math.gcd(n, max(1, torch.get_num_threads() // max(B, 1))) if C.is_cpu else 1
+    a0 = (a == 0).to(a.dtype).view(B * R, n // R, 1)  # K t + 1 = 1 at a zero weight
+    b0 = (b == 0).to(b.dtype).div_(R).repeat_interleave(R, 0)  # summed over the R blocks
     live, neg_C, tiny = torch.cat([a, b.mT], 1) > 0, C / -eps, torch.finfo(C.dtype).tiny
     v, n_iter, absorb = g[:, :, None] / eps, 0, True  # u: the rows of K peak at 1
     u = -(v.mT + neg_C).amax(2, keepdim=True)
     while True:
-        if absorb:  # K at the potentials u, v, subnormals flushed (slow); scalings back to 1
-            K = torch.threshold_((u + v.mT).add_(neg_C).exp_(), tiny, 0.0)
-            K_t, t = K.sum(2, keepdim=True) + a0, torch.ones_like(b)
+        if absorb:  # K at the potentials u, v, subnormals flushed (slow); problem i: blocks iR..
+            K = torch.threshold_((u + v.mT).add_(neg_C).exp_(), tiny, 0.0).view(B * R, n // R, -1)
+            K_t, t = (K.sum(2, keepdim=True) + a0).view(B, n, 1), torch.ones_like(b)
         steps, t0 = min(check_every, max_iter - n_iter), t
-        for _ in range(steps):
+        for _ in range(steps):  # s^T K as rows (MKL's batched K^T s is slow), block sums
             s = a / K_t
-            t = b / torch.baddbmm(b0, s.mT, K)  # (s^T K), a row: MKL's batched K^T s is slow
-            K_t = torch.baddbmm(a0, K, t.mT)
+            t = b / torch.baddbmm(b0, s.view(B * R, 1, -1), K).view(B, R, -1).sum(1, keepdim=True)
+            K_t = torch.baddbmm(a0, K, t.expand(B, R, -1).reshape(B * R, 1, -1).mT).view(B, n, 1)
         n_iter += steps
         err = (s * K_t - a).abs().sum((1, 2)) / mass  # of the returned plan
         log_st = torch.log(torch.cat([s, t.mT], 1))

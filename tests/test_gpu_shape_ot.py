@@ -49,8 +49,9 @@ def test_dense_iteration_is_two_matvecs_and_allocates_no_plan():
     short, long = run(K_ITERS), run(2 * K_ITERS)
     extra = Counter(long.kernels())
     extra.subtract(Counter(short.kernels()))
-    # per iteration: baddbmm (K^T s + 1 at zero weights), div, baddbmm (K t), div
-    assert +extra == Counter({"baddbmm": 2 * K_ITERS, "div": 2 * K_ITERS}), +extra
+    # per iteration: baddbmm (s^T K by row blocks, + 1 at zero weights), sum (of the blocks,
+    # a B m vector), div, baddbmm (K t), div
+    assert +extra == Counter({"baddbmm": 2 * K_ITERS, "sum": K_ITERS, "div": 2 * K_ITERS}), +extra
     # nothing of the size of the plan is written per iteration: the B n m allocations are
     # the same in both runs (the setup: -C / eps, the row shift, K)
     assert long.allocated(B * N * M) == short.allocated(B * N * M)
@@ -91,3 +92,29 @@ def test_streamed_iteration_holds_at_most_one_chunk():
     big.subtract(Counter(op for op, size in short.allocations if size >= chunk * min(n, m)))
     blocks_per_iter = n // chunk + m // chunk
     assert +big == Counter({"addmm": K_ITERS * blocks_per_iter}), +big
+
+
+def test_dense_kernel_splits_one_problem_into_row_blocks_on_the_cpu():
+    """A single CPU problem runs as R = gcd(n, threads) blocks of rows, so that the batched
+    products use every thread (MKL runs one matrix-vector product on one thread); the
+    answer is the unsplit one up to the order of the additions."""
+    a, b, C, eps = dense_problem()
+    a, b, C = a[:1], b[:1], C[:1]  # n = 40: R = 4 at 4 threads
+    g, threads = torch.zeros_like(b), torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        f1, g1, n1, err1 = ot._sinkhorn_kernel(a, b, C, eps, g, 1e-12, 10_000, 10)
+        torch.set_num_threads(4)
+        with DispatchCounter() as counter:
+            f4, g4, n4, err4 = ot._sinkhorn_kernel(a, b, C, eps, g, 1e-12, 10_000, 10)
+    finally:
+        torch.set_num_threads(threads)
+    # the block products: (4, 1, M) rows s^T K, summed to one; (4, N / 4, 1) columns K t
+    assert ("baddbmm", 4 * M) in counter.allocations, counter.allocations[:20]
+    assert n4 == n1
+    # each product sums N or M terms in another order: relative differences of order
+    # N u per product, not amplified by the (contracting) iteration; the potentials are
+    # eps * log of the scalings
+    u = torch.finfo(torch.float64).eps
+    torch.testing.assert_close(f4, f1, rtol=0, atol=100 * N * u * eps)
+    torch.testing.assert_close(g4, g1, rtol=0, atol=100 * N * u * eps)
