@@ -603,17 +603,19 @@ def _symmetric_cost(a, C, eps, tol, max_iter, check_every):
     """
     with torch.no_grad():
         neg_C, log_a, mass, tiny = C / -eps, torch.log(a), a.sum(), torch.finfo(C.dtype).tiny
+        n = len(a)  # R blocks of rows on the CPU, as in _sinkhorn_kernel
+        R = math.gcd(n, torch.get_num_threads()) if C.is_cpu else 1
         a0, live = (a == 0).to(a.dtype), a > 0  # K s + 1 = 1 at a zero weight
         u, n_iter, absorb = torch.zeros_like(a), 0, True  # K's diagonal is 1 at u = 0
         while True:
             if absorb:
                 K = torch.threshold_((u[:, None] + u[None, :]).add_(neg_C).exp_(), tiny, 0.0)
-                s = torch.ones_like(a)
-                Ks = K.sum(1) + a0
+                K, s = K.view(R, n // R, n), torch.ones_like(a)
+                Ks = K.sum(2).view(n) + a0
             steps, s0 = min(check_every, max_iter - n_iter), s
             for _ in range(steps):
                 s = torch.sqrt(s * a / Ks)
-                Ks = torch.addmv(a0, K, s)
+                Ks = torch.baddbmm(a0.view(R, -1, 1), K, s.expand(R, n)[:, :, None]).view(n)
             n_iter += steps
             err = (s * Ks - a).abs().sum() / mass
             log_s = torch.log(s)
