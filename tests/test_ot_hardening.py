@@ -179,7 +179,7 @@ def test_convergence_warning_points_at_the_caller(name):
 @pytest.mark.parametrize("kernel", [ot._sinkhorn_kernel, ot._sinkhorn_points_kernel],
                          ids=["dense", "points"])
 def test_kernels_are_short_and_say_what_to_copy(kernel):
-    # DESIGN: at most about 40 lines of code (the iteration itself), the docstring apart
+    # a kernel to copy is at most about 40 lines of code (the iteration), the docstring apart
     tree = ast.parse(textwrap.dedent(inspect.getsource(kernel))).body[0]
     code = tree.end_lineno - tree.body[1].lineno + 2  # the def line, then the body
     assert ast.get_docstring(tree) and code <= 40, code
