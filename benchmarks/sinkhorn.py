@@ -58,7 +58,7 @@ SIZES = [(500, 0.1), (500, 0.01), (500, 0.001), (2000, 0.1), (2000, 0.01), (8000
 QUICK_SIZES = [(40, 0.1)]
 BATCH, BATCH_N = 64, 256
 DIV_N, BLUR, DIV_TOL = 1000, 0.05, 1e-4
-SLOW = 1000  # n above which a case is timed once, on its warm-up run
+SLOW = 2000  # n above which a case is timed once, on its warm-up run
 SAME_L1_MAX = 2000  # n up to which POT's default also runs at regref's l1 accuracy
 SAME_L1 = "POT `sinkhorn` (default), stopThr for the same l1 error"
 NOTE = (f"Cases with n above {SLOW}, and the eps = 0.001 case, are timed once (their "
